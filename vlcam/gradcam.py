@@ -1,0 +1,332 @@
+"""Grad-CAM (Selvaraju et al., Sec. 3): one forward and a partial backward.
+
+The network below the explained layer runs without building an autograd graph. At the
+layer, a forward hook swaps the activations for a fresh graph leaf, so the backward starts
+at the targets and stops at that leaf: no parameter gradient is computed, and nothing is
+back-propagated below the layer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlcam._state import cudnn_disabled, preserved
+from vlcam.layers import layer_name, resolve_layer
+
+Target = Callable[[Any], torch.Tensor]
+Targets = Union[Target, Sequence[Target]]
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+Upsample = Union[bool, tuple[int, int]]
+
+
+# --- The paper's equations -------------------------------------------------------------
+
+def neuron_importance(gradients: torch.Tensor, *, counterfactual: bool = False) -> torch.Tensor:
+    """Return alpha_k^c (Eq. 1): the spatial mean of dy^c/dA^k, shape [..., C].
+
+    ``counterfactual=True`` negates the gradients first (Eq. 12).
+    """
+    alpha = gradients.mean(dim=(-2, -1))
+    return -alpha if counterfactual else alpha
+
+
+def weighted_activation_map(activations: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Return ReLU(sum_k alpha_k^c A^k) (Eq. 2) for every target.
+
+    `activations` is A, [B, C, u, v]; `alpha` is [K, B, C]; the result is [B, K, u, v].
+    """
+    return torch.relu(torch.einsum("bcuv,kbc->bkuv", activations, alpha))
+
+
+# --- The engine --------------------------------------------------------------------------
+
+@dataclass
+class LayerGradients:
+    """What one forward and partial backward leave at the explained layer."""
+
+    activations: torch.Tensor  # A, [B, C, u, v], detached
+    gradients: torch.Tensor  # dy/dA, [K, B, C, u, v], detached
+    scores: torch.Tensor  # y, [K, B], detached
+    output: Any  # the model's output (of the first replica when targets are batched)
+
+
+def grad_cam(
+    model: nn.Module,
+    inputs: torch.Tensor | tuple[Any, ...],
+    targets: Targets,
+    layer: nn.Module | str,
+    *,
+    counterfactual: bool = False,
+    upsample: Upsample = True,
+    reshape: Reshape | None = None,
+    batch_targets: bool = False,
+) -> torch.Tensor:
+    """Return Grad-CAM maps: [B, H, W] for one target, [B, K, H, W] for K targets (float32).
+
+    The maps are the raw Eq. 2 values, not normalised. `inputs` is a tensor or a tuple of
+    positional arguments for ``model(*inputs)``; `layer` is a submodule or its dotted name;
+    each target maps the model's output to one differentiable scalar per batch item.
+    ``upsample=True`` resizes bilinearly (align_corners=False) to the spatial size of the
+    first 4-D input, ``upsample=(H, W)`` to that size, ``False`` keeps the layer's u x v.
+    `reshape` turns a token-sequence layer output (B, N, C) into (B, C, h, w).
+
+    K targets always share one forward. By default each target then gets its own partial
+    backward through the part of the network above `layer`. ``batch_targets=True`` instead
+    runs that part once on K stacked copies of the layer's activations, so the K gradients
+    come from one backward; the part above `layer` must then treat batch items
+    independently and accept (or broadcast to) a batch K times larger.
+    """
+    target_list, single = _as_target_list(targets)
+    result = layer_gradients(model, inputs, target_list, layer, reshape=reshape,
+                             batch_targets=batch_targets)
+    maps = cam_from_gradients(result, counterfactual=counterfactual)
+    maps = _upsample(maps, upsample, _as_args(inputs))
+    return maps[:, 0] if single else maps
+
+
+def cam_from_gradients(result: LayerGradients, *, counterfactual: bool = False) -> torch.Tensor:
+    """Return the [B, K, u, v] float32 maps (Eq. 1, 2, 12) from a forward and backward."""
+    with torch.autocast(result.activations.device.type, enabled=False):
+        alpha = neuron_importance(result.gradients.float(), counterfactual=counterfactual)
+        maps = weighted_activation_map(result.activations.float(), alpha)
+    flat = result.gradients.flatten(2)
+    zero = ~flat.any(dim=2)  # [K, B]
+    if bool(zero.any()):
+        warnings.warn(
+            f"all-zero gradients at the layer for {int(zero.sum())} of {zero.numel()} "
+            "(target, item) pairs: their maps are all zero (the score does not depend on "
+            "this layer there, or a saturated unit blocks the gradient)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return maps
+
+
+def layer_gradients(
+    model: nn.Module,
+    inputs: torch.Tensor | tuple[Any, ...],
+    targets: Sequence[Target],
+    layer: nn.Module | str,
+    *,
+    reshape: Reshape | None = None,
+    batch_targets: bool = False,
+) -> LayerGradients:
+    """Return the layer's activations and each target's gradient from one forward.
+
+    The building block under :func:`grad_cam`, for callers that need more than the map
+    (the scores, the model output). The model comes back exactly as it was given.
+    """
+    args = _as_args(inputs)
+    if not targets:
+        raise ValueError("targets is empty: pass one target or a non-empty sequence of targets")
+    module = resolve_layer(model, layer)
+    name = layer_name(model, module)
+    _check_batch(args)
+    replicas = len(targets) if batch_targets else 1
+    on_cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+    has_rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+    captured: dict[str, torch.Tensor] = {}
+
+    def swap_for_leaf(mod: nn.Module, inp: Any, out: Any) -> torch.Tensor:
+        if "leaf" in captured:
+            raise ValueError(
+                f"layer {name!r} ran more than once in one forward; Grad-CAM needs a layer "
+                "that runs once (choose a module that is not reused, e.g. a block or a conv)"
+            )
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise TypeError(
+                f"layer {name!r} returned {type(out).__name__}; Grad-CAM needs a layer whose "
+                "output is one floating-point tensor"
+            )
+        if out.shape[0] == 0:
+            raise ValueError("empty batch: the inputs hold 0 items")
+        # Everything above the layer builds a graph; everything below did not.
+        torch.set_grad_enabled(True)
+        if on_cuda and has_rnn:
+            # cuDNN's RNN backward refuses eval mode; the native kernels compute the same
+            # function and back-propagate in any mode.
+            torch.backends.cudnn.enabled = False
+        activations = out.detach()
+        leaf = activations.repeat(replicas, *[1] * (out.dim() - 1)) if replicas > 1 else activations
+        leaf = leaf.requires_grad_(True)
+        captured["activations"] = out.detach()
+        captured["leaf"] = leaf
+        # A clone, so that an in-place op right after the layer (ReLU(inplace=True))
+        # cannot modify the leaf or the activations.
+        return leaf.clone()
+
+    with preserved(model), cudnn_disabled(False), torch.inference_mode(False):
+        args = tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
+                     for a in args)
+        handle = module.register_forward_hook(swap_for_leaf)
+        try:
+            torch.set_grad_enabled(False)
+            output = model(*args)
+        finally:
+            handle.remove()
+        if "leaf" not in captured:
+            raise ValueError(
+                f"layer {name!r} was never reached by the forward pass; pick a layer that "
+                "the model's forward calls"
+            )
+        leaf = captured["leaf"]
+        batch = captured["activations"].shape[0]
+        outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
+        scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
+        grads = _gradients(scores, leaf, replicas, batch)
+
+    if not torch.isfinite(grads).all():
+        bad = [repr(t) for k, t in enumerate(targets) if not torch.isfinite(grads[k]).all()]
+        raise ValueError(
+            f"non-finite gradients at layer {name!r} for targets {', '.join(bad)}: the score "
+            "is infinite or NaN, or overflowed (under autocast, try float32)"
+        )
+    activations = captured["activations"]
+    if reshape is not None:
+        activations = _reshaped(reshape, activations, name)
+        grads = torch.stack([_reshaped(reshape, g, name) for g in grads])
+    elif activations.dim() != 4:
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(activations.shape)}; Grad-CAM needs "
+            "(B, C, u, v). For a token sequence (B, N, C), pass reshape= to lay it out as "
+            "(B, C, h, w)"
+        )
+    return LayerGradients(
+        activations=activations,
+        gradients=grads,
+        scores=torch.stack([s.detach() for s in scores]),
+        output=outputs[0],
+    )
+
+
+# --- Helpers -------------------------------------------------------------------------------
+
+def _as_args(inputs: Any) -> tuple[Any, ...]:
+    if isinstance(inputs, tuple):
+        return inputs
+    if isinstance(inputs, list):
+        return tuple(inputs)
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    raise TypeError(
+        f"inputs must be a tensor or a tuple of positional arguments for model(*inputs), "
+        f"got {type(inputs).__name__}"
+    )
+
+
+def _as_target_list(targets: Targets) -> tuple[list[Target], bool]:
+    if callable(targets):
+        return [targets], True
+    if isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
+        target_list = list(targets)
+        for t in target_list:
+            if not callable(t):
+                raise TypeError(
+                    f"each target must be callable as target(output) -> Tensor[B], got {t!r}"
+                )
+        return target_list, False
+    raise TypeError(
+        f"targets must be a callable target(output) -> Tensor[B] or a sequence of them, "
+        f"got {targets!r}"
+    )
+
+
+def _check_batch(args: tuple[Any, ...]) -> None:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors:
+        raise TypeError("inputs hold no tensor: pass the image batch as a tensor")
+    if tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
+        raise ValueError(f"empty batch: the first input has shape {tuple(tensors[0].shape)}")
+
+
+def _slice_batch(output: Any, start: int, stop: int) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output[start:stop]
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*(_slice_batch(o, start, stop) for o in output))
+    if isinstance(output, (tuple, list)):
+        return type(output)(_slice_batch(o, start, stop) for o in output)
+    if isinstance(output, Mapping):
+        items = {k: _slice_batch(v, start, stop) for k, v in output.items()}
+        try:
+            return type(output)(**items)
+        except TypeError:
+            return items
+    return output
+
+
+def _score(target: Target, output: Any, batch: int) -> torch.Tensor:
+    y = target(output)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"target {target!r} returned {type(y).__name__}; it must return a Tensor[B]")
+    if tuple(y.shape) != (batch,):
+        raise ValueError(
+            f"target {target!r} returned shape {tuple(y.shape)}; a target must return one "
+            f"scalar per batch item, shape ({batch},)"
+        )
+    if not y.is_floating_point():
+        raise TypeError(f"target {target!r} returned dtype {y.dtype}; it must be floating point")
+    return y
+
+
+def _gradients(
+    scores: list[torch.Tensor], leaf: torch.Tensor, replicas: int, batch: int
+) -> torch.Tensor:
+    """Return dy_k/dA for each target k, [K, B, ...], back-propagating only to the leaf."""
+    connected = [y.requires_grad for y in scores]
+    if replicas > 1:
+        total = sum(y.sum() for y, c in zip(scores, connected) if c)
+        if not isinstance(total, torch.Tensor):
+            return torch.zeros((replicas, batch, *leaf.shape[1:]), dtype=leaf.dtype, device=leaf.device)
+        (grad,) = torch.autograd.grad(total, leaf, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(leaf)
+        return grad.detach().unflatten(0, (replicas, batch))
+    grads = []
+    last = max((k for k, c in enumerate(connected) if c), default=-1)
+    for k, y in enumerate(scores):
+        grad = None
+        if connected[k]:
+            (grad,) = torch.autograd.grad(y.sum(), leaf, retain_graph=k < last, allow_unused=True)
+        grads.append(torch.zeros_like(leaf) if grad is None else grad.detach())
+    return torch.stack(grads)
+
+
+def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor:
+    out = reshape(tensor)
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != tensor.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"reshape turned layer {name!r}'s output {tuple(tensor.shape)} into {shape}; "
+            f"it must return (B, C, h, w) with B = {tensor.shape[0]}"
+        )
+    return out
+
+
+def _upsample(maps: torch.Tensor, upsample: Upsample, args: tuple[Any, ...]) -> torch.Tensor:
+    if upsample is False:
+        return maps
+    if upsample is True:
+        images = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4]
+        if not images:
+            raise ValueError(
+                "upsample=True needs a (B, C, H, W) image among the inputs; pass "
+                "upsample=(H, W) or upsample=False"
+            )
+        size = tuple(images[0].shape[-2:])
+    elif (isinstance(upsample, (tuple, list)) and len(upsample) == 2
+          and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in upsample)):
+        size = tuple(upsample)
+    else:
+        raise TypeError(f"upsample must be True, False or a (H, W) pair of positive ints, got {upsample!r}")
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
