@@ -28,8 +28,11 @@ def preserved(model: nn.Module, *, eval_mode: bool = False) -> Iterator[nn.Modul
         for module, training in modes:
             module.training = training
         for param, requires_grad, grad in params:
-            param.requires_grad_(requires_grad)
-            param.grad = grad
+            # Compare first: a lazy module's uninitialised parameters refuse both calls.
+            if param.requires_grad != requires_grad:
+                param.requires_grad_(requires_grad)
+            if param.grad is not grad:
+                param.grad = grad
         torch.set_grad_enabled(grad_enabled)
 
 
