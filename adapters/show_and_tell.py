@@ -1,0 +1,310 @@
+"""Show and Tell (Vinyals et al., 2015): a CNN encoder and an LSTM that writes the caption.
+
+The image's pooled conv features, projected to the word-embedding size, are the LSTM's
+input at t = 0; the words follow. Grad-CAM explains the encoder's last conv map
+(`default_layer`), whose spatial positions the pooling weighs equally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlcam.adapters.backbones import Backbone, build_backbone
+from vlcam.checkpoint import load_state, save_checkpoint
+from vlcam.image import ImageLike, preprocess
+from vlcam.text import END, PAD, START, Vocabulary, pad_sequences
+
+KIND = "show_and_tell"
+VOCAB_FILE = "vocab.json"
+
+
+class ShowAndTell(nn.Module):
+    """The Show-and-Tell captioner over any :func:`build_backbone` backbone."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        backbone: str = "compact",
+        *,
+        pretrained: bool = False,
+        embed_dim: int = 256,
+        hidden_dim: int = 512,
+        image_size: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"vocab must be a vlcam.text.Vocabulary, got {type(vocab).__name__}")
+        for key, value in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("image_size", image_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.vocab = vocab
+        self.image_size = image_size
+        self.encoder: Backbone = build_backbone(backbone, pretrained=pretrained)
+        self.mean = self.encoder.mean
+        self.std = self.encoder.std
+        self.default_layer = "encoder." + self.encoder.gradcam_layer
+        self.image_embed = nn.Linear(self.encoder.out_channels, embed_dim)
+        self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_dim, len(vocab))
+        self.config: dict[str, Any] = {
+            "kind": KIND,
+            "backbone": backbone,
+            "embed_dim": embed_dim,
+            "hidden_dim": hidden_dim,
+            "image_size": image_size,
+            "dropout": dropout,
+            "vocab_size": len(vocab),
+        }
+
+    # --- The model ------------------------------------------------------------------------
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the encoder's last conv map [B, C, h, w] of a normalised image batch."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
+        return self.encoder(images)
+
+    def decode(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
+
+        `tokens` is [B, L] = <start> w1 .. wn <end> <pad>...; the teacher-forced inputs
+        are ``tokens[:, :-1]``. Broadcasting: when ``conv_map.shape[0]`` is r > 1 times
+        ``tokens.shape[0]``, the tokens are tiled r times (``tokens.repeat(r, 1)``), so
+        copy j of the features (rows ``j*B .. j*B+B-1``) pairs with the same captions;
+        the Grad-CAM engine relies on this to explain several targets in one backward.
+        """
+        tokens = _tiled(tokens, conv_map.shape[0])
+        if conv_map.dim() != 4:
+            raise ValueError(f"decode expects a conv map [B, C, h, w], got {tuple(conv_map.shape)}")
+        image = self.image_embed(conv_map.mean(dim=(2, 3))).unsqueeze(1)
+        words = self.word_embed(tokens[:, :-1])
+        hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
+        # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
+        return self.classifier(self.dropout(hidden[:, 1:]))
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment)."""
+        return self.decode(self.encode(images), tokens)
+
+    def token_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return log p(tokens[:, t+1] | image, tokens[:, :t+1]) as [B', L-1], 0 at <pad>."""
+        return token_logprobs_from_logits(self(images, tokens), tokens)
+
+    # --- Inputs ---------------------------------------------------------------------------
+
+    def prepare(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Return a normalised [B, 3, S, S] batch from a tensor or one or more images.
+
+        A tensor [3, H, W] or [B, 3, H, W] is taken as already preprocessed; a PIL image,
+        path or array (or a list of them) is preprocessed at `image_size` with the
+        backbone's mean/std, on the model's device.
+        """
+        device = next(self.parameters()).device
+        if isinstance(images, torch.Tensor):
+            batch = images.unsqueeze(0) if images.dim() == 3 else images
+            if batch.dim() != 4 or batch.shape[1] != 3:
+                raise ValueError(
+                    f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}"
+                )
+            return batch.to(device)
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
+        tensors = [preprocess(i, self.image_size, self.mean, self.std)[0] for i in items]
+        return torch.cat(tensors).to(device)
+
+    def encode_captions(self, captions: Sequence[str]) -> torch.Tensor:
+        """Return the captions as a <pad>-padded LongTensor [B, L] of <start> ... <end> ids.
+
+        Unknown words become <unk>, with one warning naming them.
+        """
+        if isinstance(captions, str) or not captions:
+            raise ValueError(f"captions must be a non-empty list of strings, got {captions!r:.80}")
+        ids = self.vocab.encode_many(captions, add_special=True, warn=True)
+        device = next(self.parameters()).device
+        return torch.tensor(pad_sequences(ids), dtype=torch.long, device=device)
+
+    # --- Generation -----------------------------------------------------------------------
+
+    def generate(
+        self, images: torch.Tensor | ImageLike | Sequence[ImageLike], *, max_len: int = 20, beam_size: int = 1
+    ) -> list[list[int]]:
+        """Return one caption per image as word ids, without <start>/<end>/<pad>.
+
+        ``beam_size=1`` is greedy decoding. Beam search ranks captions by their plain
+        (not length-normalised) log-probability, log p(w1..wn, <end> | image); a caption
+        cut at `max_len` words is scored without <end>. <pad> and <start> are never
+        generated. Runs in eval mode; the model's mode is restored afterwards.
+        """
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+        batch = self.prepare(images)
+        with _eval_mode(self), torch.no_grad():
+            image = self.image_embed(self.encode(batch).mean(dim=(2, 3)))
+            if beam_size == 1:
+                return self._greedy(image, max_len)
+            return [self._beam(image[i:i + 1], max_len, beam_size) for i in range(image.shape[0])]
+
+    def caption(self, images: torch.Tensor | ImageLike | Sequence[ImageLike], **kwargs: Any) -> list[str]:
+        """Return one caption string per image (words joined by spaces); see :meth:`generate`."""
+        return [" ".join(self.vocab.decode(ids)) for ids in self.generate(images, **kwargs)]
+
+    def _step(
+        self, embedded: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Return (next-word log-probs [N, V], the new LSTM state) after one input [N, E]."""
+        hidden, state = self.lstm(embedded.unsqueeze(1), state)
+        logprobs = F.log_softmax(self.classifier(hidden[:, 0]), dim=-1)
+        return logprobs, state
+
+    def _allowed(self, logprobs: torch.Tensor) -> torch.Tensor:
+        blocked = logprobs.clone()
+        blocked[:, [PAD, START]] = float("-inf")
+        return blocked
+
+    def _greedy(self, image: torch.Tensor, max_len: int) -> list[list[int]]:
+        _, state = self._step(image, None)
+        current = torch.full((image.shape[0],), START, dtype=torch.long, device=image.device)
+        words: list[list[int]] = [[] for _ in range(image.shape[0])]
+        done = [False] * image.shape[0]
+        for _ in range(max_len):
+            logprobs, state = self._step(self.word_embed(current), state)
+            current = self._allowed(logprobs).argmax(dim=-1)
+            for i, w in enumerate(current.tolist()):
+                if not done[i]:
+                    if w == END:
+                        done[i] = True
+                    else:
+                        words[i].append(w)
+            if all(done):
+                break
+        return words
+
+    def _beam(self, image: torch.Tensor, max_len: int, k: int) -> list[int]:
+        _, (h, c) = self._step(image, None)
+        beams: list[list[int]] = [[]]
+        scores = torch.zeros(1, device=image.device)
+        current = torch.tensor([START], device=image.device)
+        finished: list[tuple[float, list[int]]] = []
+        for _ in range(max_len):
+            logprobs, (h, c) = self._step(self.word_embed(current), (h, c))
+            total = scores.unsqueeze(1) + self._allowed(logprobs)
+            vocab_size = total.shape[1]
+            # 2k candidates always hold k that do not end: each beam has one <end>.
+            top_scores, top_ids = total.flatten().topk(min(2 * k, total.numel()))
+            parents, new_beams, new_scores = [], [], []
+            for rank, (score, flat) in enumerate(zip(top_scores.tolist(), top_ids.tolist())):
+                parent, word = divmod(flat, vocab_size)
+                if score == float("-inf") or len(parents) == k:
+                    break
+                if word != END:
+                    parents.append(parent)
+                    new_beams.append(beams[parent] + [word])
+                    new_scores.append(score)
+                elif rank < k:
+                    # An ending enters only from the top k, so beam_size=1 is greedy.
+                    finished.append((score, beams[parent]))
+            if not parents:
+                break
+            index = torch.tensor(parents, device=image.device)
+            h, c = h[:, index], c[:, index]
+            beams, scores = new_beams, torch.tensor(new_scores, device=image.device)
+            current = torch.tensor([b[-1] for b in beams], device=image.device)
+            # Scores only fall as words are added: no live beam can beat a finished caption
+            # that already scores at least as high.
+            if finished and max(s for s, _ in finished) >= float(scores.max()):
+                break
+        else:
+            finished.extend(zip(scores.tolist(), beams))
+        return max(finished, key=lambda f: f[0])[1]
+
+    # --- Checkpoints ----------------------------------------------------------------------
+
+    def save(self, ckpt_dir: str | Path) -> Path:
+        """Return `ckpt_dir` after writing model.safetensors, config.json and vocab.json."""
+        return save_checkpoint(ckpt_dir, self.state_dict(), self.config, {VOCAB_FILE: self.vocab.words})
+
+    @classmethod
+    def load(cls, ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> ShowAndTell:
+        """Return the model saved by :meth:`save`, in eval mode, on `map_location`.
+
+        Reads safetensors and JSON only (nothing is unpickled); the backbone is built
+        without pretrained weights, so loading never downloads anything.
+        """
+        state, config = load_state(ckpt_dir, map_location=map_location)
+        if config.get("kind") != KIND:
+            raise ValueError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not {KIND!r}")
+        vocab = Vocabulary.from_json(_json_text(Path(ckpt_dir) / VOCAB_FILE))
+        model = cls(
+            vocab,
+            config["backbone"],
+            pretrained=False,
+            embed_dim=config["embed_dim"],
+            hidden_dim=config["hidden_dim"],
+            image_size=config["image_size"],
+            dropout=config["dropout"],
+        )
+        model.load_state_dict(state)
+        return model.to(map_location).eval()
+
+
+def token_logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Return log p(tokens[:, t+1] | ...) [B', L-1] from `logits` [B', L-1, V], 0 at <pad>.
+
+    `tokens` [B, L] is tiled when B' is a multiple of B, as in :meth:`ShowAndTell.decode`.
+    """
+    tokens = _tiled(tokens, logits.shape[0])
+    targets = tokens[:, 1:]
+    if logits.shape[:2] != targets.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not match tokens {tuple(tokens.shape)}: expected "
+            f"logits [B, L-1, V] = [{targets.shape[0]}, {targets.shape[1]}, V]"
+        )
+    picked = F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(targets == PAD, 0.0)
+
+
+def _tiled(tokens: torch.Tensor, batch: int) -> torch.Tensor:
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] < 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be a LongTensor [B, L] with L >= 2 (<start> ... <end>), got {shape}")
+    if batch == tokens.shape[0]:
+        return tokens
+    if tokens.shape[0] == 0 or batch % tokens.shape[0]:
+        raise ValueError(
+            f"a batch of {batch} images cannot pair with {tokens.shape[0]} captions: the image "
+            "batch must equal the caption batch or be a multiple of it (tiled copies)"
+        )
+    return tokens.repeat(batch // tokens.shape[0], 1)
+
+
+def _json_text(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing checkpoint file: {path}")
+    return path.read_text(encoding="utf-8")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
