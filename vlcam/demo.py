@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
-
-import numpy as np
 
 SHIPPED_CAPTIONER = "show_and_tell_synthetic"
 
@@ -25,16 +21,6 @@ def shipped_checkpoint(name: str = SHIPPED_CAPTIONER) -> Path:
             "it with scripts/reproduce_shipped_captioner.py"
         )
     return path
-
-
-def category_masks(coco: Any, image_id: int) -> dict[int, np.ndarray]:
-    """Return, per category id, the union of its instance masks in one image (bool H x W)."""
-    masks: dict[int, np.ndarray] = {}
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
-        mask = coco.annToMask(ann).astype(bool)
-        cat = ann["category_id"]
-        masks[cat] = masks[cat] | mask if cat in masks else mask
-    return masks
 
 
 def run_demo(
@@ -52,11 +38,10 @@ def run_demo(
     visual word of each generated caption, it prints where the word's map peaks and
     whether that point lies on an object of the word's category.
     """
-    from pycocotools.coco import COCO
-
     import vlcam
     from vlcam.data.synthetic import generate
     from vlcam.data.wordmap import WordMap
+    from vlcam.eval.pointing import category_masks, load_coco
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -64,8 +49,7 @@ def run_demo(
     model = vlcam.load(checkpoint or shipped_checkpoint(), map_location=device)
     generate(world, num_images=num_images, image_size=model.image_size, seed=seed,
              val_fraction=1.0, workers=1)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while it indexes
-        coco = COCO(str(world / "instances_val.json"))
+    coco = load_coco(world / "instances_val.json")
     word_map = WordMap.from_file(world / "word_map.json")
     rows, figures = [], []
     for image_id in sorted(coco.getImgIds()):
