@@ -11,33 +11,16 @@ pytorch-grad-cam's GradCAM called once per word. Prints medians and ratios.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 
 import torch
 from torch import nn
 
+from _timing import machine, timed
 from vlcam.adapters.show_and_tell import ShowAndTell
 from vlcam.explain.caption import CaptionScorer
 from vlcam.gradcam import cam_from_gradients, layer_gradients
 from vlcam.targets import WordLogProb
 from vlcam.text import Vocabulary
-
-
-def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class _FixedCaption(nn.Module):
@@ -99,14 +82,13 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             pass
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.machine()}, {torch.get_num_threads()} threads"
+    where = machine(device)
     print(f"Show-and-Tell ({args.backbone} at {args.size}²), batch {args.batch}, {args.words} words, "
           f"on {where}; torch {torch.__version__}; median of {args.repeats}")
     times = {}
     for label, fn in impls.items():
         try:
-            times[label] = timed(fn, device, args.repeats)
+            times[label] = timed(fn, device, args.repeats, warmup=1)
         except RuntimeError as err:  # pytorch-grad-cam on CUDA with an eval-mode LSTM
             print(f"{label}: failed: {str(err).splitlines()[0]}")
     base = times["caption forward (no grad)"]

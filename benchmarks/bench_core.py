@@ -11,31 +11,13 @@ batch 8 on the CPU.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torchvision
 
 import vlcam
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Return the median wall time of `fn` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import machine, timed
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> float | None:
@@ -104,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(batch, 3, args.size, args.size, device=device)
     impls = implementations(model, x, args.layer, cls=243)
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    where = machine(device)
     print(f"{name} at {args.size}², batch {batch}, layer {args.layer}, on {where}; "
           f"torch {torch.__version__}; median of {args.repeats}")
     times = {label: timed(fn, device, args.repeats) for label, fn in impls.items()}
