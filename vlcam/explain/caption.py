@@ -98,8 +98,8 @@ def explain_caption(
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
     already preprocessed [3, S, S] / [1, 3, S, S] tensor. `caption=None` explains the
     model's own caption (beam search with `beam_size`). `words` is "all", "visual" (the
-    words that name an object in `word_map`, the built-in world's map by default; for a
-    multi-word name, its last word) or a list of word indices into `tokens`. `method` is
+    words that name an object in `word_map`; for a multi-word name, its last word; by default the shipped map, built-in world's or COCO's,
+    that names more of the model's vocabulary) or a list of word indices into `tokens`. `method` is
     "gradcam", "guided-gradcam" or "counterfactual" (Eq. 12). `layer` defaults to the
     model's `default_layer`. The model is explained in eval mode and comes back as given.
     """
@@ -110,7 +110,7 @@ def explain_caption(
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
         tokens, ids = _encode(model, caption)
-        indices = _word_indices(words, tokens, word_map)
+        indices = _word_indices(words, tokens, word_map, model.vocab.words)
         targets = [CaptionLogProb(), *(WordLogProb(i) for i in indices)]
         scorer = CaptionScorer(model)
         args = (prepared.tensor, ids)
@@ -162,11 +162,20 @@ def _encode(model: nn.Module, caption: object) -> tuple[list[str], torch.Tensor]
     return tokens, torch.tensor([ids], dtype=torch.long, device=device)
 
 
-def _word_indices(words: object, tokens: list[str], word_map: WordMap | None) -> list[int]:
+def default_word_map(vocab_words: Sequence[str]) -> WordMap:
+    """Return the shipped word map (built-in world or COCO) that names most of a vocabulary's words."""
+    vocab = set(vocab_words)
+    maps = [WordMap.builtin(name) for name in ("synthetic", "coco")]
+    return max(maps, key=lambda m: len(m.words() & vocab))
+
+
+def _word_indices(
+    words: object, tokens: list[str], word_map: WordMap | None, vocab_words: Sequence[str]
+) -> list[int]:
     if words == "all":
         return list(range(len(tokens)))
     if words == "visual":
-        return [m.head for m in (word_map or WordMap.builtin()).match(tokens)]
+        return [m.head for m in (word_map or default_word_map(vocab_words)).match(tokens)]
     if isinstance(words, str) or not isinstance(words, Sequence):
         raise TypeError(f"words must be 'all', 'visual' or a list of word indices, got {words!r:.80}")
     indices = []
