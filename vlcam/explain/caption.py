@@ -97,9 +97,10 @@ def explain_caption(
 
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
     already preprocessed [3, S, S] / [1, 3, S, S] tensor. `caption=None` explains the
-    model's own caption (beam search with `beam_size`). `words` is "all", "visual" (the
-    words that name an object in `word_map`; for a multi-word name, its last word; by default the shipped map, built-in world's or COCO's,
-    that names more of the model's vocabulary) or a list of word indices into `tokens`. `method` is
+    model's own caption (beam search with `beam_size`). `words` is "all", "visual" or a
+    list of word indices into `tokens`; "visual" takes the words that name an object in
+    `word_map` (for a multi-word name, its last word), by default the shipped map, the
+    built-in world's or COCO's, that names more of the model's vocabulary. `method` is
     "gradcam", "guided-gradcam" or "counterfactual" (Eq. 12). `layer` defaults to the
     model's `default_layer`. The model is explained in eval mode and comes back as given.
     """
