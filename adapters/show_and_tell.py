@@ -1,8 +1,8 @@
 """Show and Tell (Vinyals et al., 2015): a CNN encoder and an LSTM that writes the caption.
 
-The image's pooled conv features, projected to the word-embedding size, are the LSTM's
-input at t = 0; the words follow. Grad-CAM explains the encoder's last conv map
-(`default_layer`), whose spatial positions the pooling weighs equally.
+The image's globally pooled conv features (average pooling as in the paper, or max
+pooling), projected to the word-embedding size, are the LSTM's input at t = 0; the words
+follow. Grad-CAM explains the encoder's last conv map (`default_layer`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from vlcam.image import ImageLike, preprocess
 from vlcam.text import END, PAD, START, Vocabulary, pad_sequences
 
 KIND = "show_and_tell"
+# Global pooling of the last conv map into the image vector. "avg" is Vinyals et al.'s
+# (Inception's pooled features); "max" keeps where a feature fired most, so features of
+# the background, present in every image, carry no information and cannot dominate.
+POOLS = {
+    "avg": lambda conv_map: conv_map.mean(dim=(2, 3)),
+    "max": lambda conv_map: conv_map.amax(dim=(2, 3)),
+}
 VOCAB_FILE = "vocab.json"
 
 
@@ -38,6 +45,7 @@ class ShowAndTell(nn.Module):
         hidden_dim: int = 512,
         image_size: int = 128,
         dropout: float = 0.0,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         if not isinstance(vocab, Vocabulary):
@@ -47,6 +55,9 @@ class ShowAndTell(nn.Module):
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+        self.pool = pool
         self.vocab = vocab
         self.image_size = image_size
         self.encoder: Backbone = build_backbone(backbone, pretrained=pretrained)
@@ -65,6 +76,7 @@ class ShowAndTell(nn.Module):
             "hidden_dim": hidden_dim,
             "image_size": image_size,
             "dropout": dropout,
+            "pool": pool,
             "vocab_size": len(vocab),
         }
 
@@ -89,7 +101,7 @@ class ShowAndTell(nn.Module):
         tokens = _tiled(tokens, conv_map.shape[0])
         if conv_map.dim() != 4:
             raise ValueError(f"decode expects a conv map [B, C, h, w], got {tuple(conv_map.shape)}")
-        image = self.image_embed(conv_map.mean(dim=(2, 3))).unsqueeze(1)
+        image = self.image_embed(POOLS[self.pool](conv_map)).unsqueeze(1)
         words = self.word_embed(tokens[:, :-1])
         hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
         # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
@@ -155,7 +167,7 @@ class ShowAndTell(nn.Module):
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
         batch = self.prepare(images)
         with _eval_mode(self), torch.no_grad():
-            image = self.image_embed(self.encode(batch).mean(dim=(2, 3)))
+            image = self.image_embed(POOLS[self.pool](self.encode(batch)))
             if beam_size == 1:
                 return self._greedy(image, max_len)
             return [self._beam(image[i:i + 1], max_len, beam_size) for i in range(image.shape[0])]
@@ -258,6 +270,7 @@ class ShowAndTell(nn.Module):
             hidden_dim=config["hidden_dim"],
             image_size=config["image_size"],
             dropout=config["dropout"],
+            pool=config.get("pool", "avg"),
         )
         model.load_state_dict(state)
         return model.to(map_location).eval()

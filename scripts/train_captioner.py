@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--pool", choices=["avg", "max"], default="avg",
+                        help="global pooling of the conv map into the image vector")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train_captioner(
         args.captions, args.images, args.out,
         backbone=args.backbone, pretrained=args.pretrained, image_size=args.image_size,
-        embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout,
+        embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
         val_captions=args.val_captions, min_count=args.min_count, num_workers=args.num_workers,
         limit=args.limit, seed=args.seed, progress=not args.no_progress,

@@ -336,3 +336,22 @@ def test_the_checkpoint_module_imports_no_adapter() -> None:
     code = ("import sys, vlcam.checkpoint; "
             "assert not [m for m in sys.modules if m.startswith('vlcam.adapters')], 'adapter imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_max_pooling_is_kept_in_the_checkpoint_and_reads_only_the_maxima(tmp_path):
+    vocab = Vocabulary.from_captions(["a red ball", "a blue box"], min_count=1)
+    torch.manual_seed(0)
+    model = ShowAndTell(vocab, "compact", embed_dim=8, hidden_dim=8, image_size=32, pool="max").eval()
+    x, tokens = torch.randn(2, 3, 32, 32), model.encode_captions(["a red ball", "a blue box"])
+    loaded = ShowAndTell.load(model.save(tmp_path / "ckpt"))
+    assert loaded.pool == "max" and loaded.config["pool"] == "max"
+    torch.testing.assert_close(loaded(x, tokens), model(x, tokens), rtol=0, atol=0)
+    with torch.no_grad():
+        conv = model.encode(x)
+        lowered = torch.where(conv == conv.amax(dim=(2, 3), keepdim=True), conv, conv - 0.5)
+        torch.testing.assert_close(model.decode(lowered, tokens), model.decode(conv, tokens))
+        avg = ShowAndTell(vocab, "compact", embed_dim=8, hidden_dim=8, image_size=32).eval()
+        avg.load_state_dict(model.state_dict())
+        assert not torch.allclose(avg.decode(lowered, tokens), avg.decode(conv, tokens))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        ShowAndTell(vocab, pool="sum")

@@ -84,6 +84,7 @@ def train_captioner(
     embed_dim: int = 256,
     hidden_dim: int = 512,
     dropout: float = 0.0,
+    pool: str = "avg",
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -124,7 +125,7 @@ def train_captioner(
         "images": str(images.resolve()),
         "val_captions": str(val_source.resolve()) if val_source else None,
         "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
-        "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout,
+        "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout, "pool": pool,
         "batch_size": batch_size, "lr": lr, "min_count": min_count, "seed": seed, "limit": limit,
     }
     train_pairs = _read_pairs(captions, images, limit)
@@ -136,7 +137,7 @@ def train_captioner(
 
     torch.manual_seed(seed)
     model = ShowAndTell(vocab, backbone, pretrained=pretrained, embed_dim=embed_dim,
-                        hidden_dim=hidden_dim, image_size=image_size, dropout=dropout).to(device)
+                        hidden_dim=hidden_dim, image_size=image_size, dropout=dropout, pool=pool).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     state = _resume(out, settings, model, optimizer)
 
