@@ -23,6 +23,8 @@ CONFIG_FILE = "config.json"
 
 KINDS: dict[str, str] = {
     "show_and_tell": "vlcam.adapters.show_and_tell:ShowAndTell",
+    "vqa_lstm_cnn": "vlcam.adapters.vqa_lstm_cnn:VQALSTMCNN",
+    "hiecoatt": "vlcam.adapters.hiecoatt:HieCoAtt",
 }
 
 

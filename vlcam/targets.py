@@ -98,3 +98,41 @@ def _check_token_logprobs(output: object, who: str) -> None:
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"{who} expects per-word log-probabilities of shape [B, T], got {shape}")
+
+
+class AnswerLogit:
+    """The pre-softmax score of an answer, from a VQA model's logits [B, num_answers] (Sec. 8.2).
+
+    `answer` is one answer index for the whole batch (int) or one per item (LongTensor[B]);
+    ``vlcam.explain_answer`` resolves answer strings to indices.
+    """
+
+    def __init__(self, answer: int | torch.Tensor) -> None:
+        if isinstance(answer, bool) or not isinstance(answer, (int, torch.Tensor)):
+            raise TypeError(f"AnswerLogit answer must be an int index or a LongTensor[B], got {answer!r}")
+        if isinstance(answer, torch.Tensor) and (answer.dtype.is_floating_point or answer.dim() > 1):
+            raise TypeError(
+                f"AnswerLogit answer tensor must be integer with shape [B], got dtype "
+                f"{answer.dtype} and shape {tuple(answer.shape)}"
+            )
+        self.answer = answer
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(f"AnswerLogit expects answer logits of shape [B, num_answers], got {shape}")
+        num_answers = output.shape[1]
+        answer = self.answer
+        if isinstance(answer, int):
+            if not -num_answers <= answer < num_answers:
+                raise ValueError(f"answer index {answer} is out of range for {num_answers} answers")
+            return output[:, answer]
+        answer = answer.to(output.device).reshape(-1)
+        if answer.numel() not in (1, output.shape[0]):
+            raise ValueError(f"AnswerLogit got {answer.numel()} answer indices for a batch of {output.shape[0]}")
+        if answer.numel() and (int(answer.min()) < 0 or int(answer.max()) >= num_answers):
+            raise ValueError(f"answer indices {answer.tolist()} out of range for {num_answers} answers")
+        return output.gather(1, answer.expand(output.shape[0]).unsqueeze(1)).squeeze(1)
+
+    def __repr__(self) -> str:
+        return f"AnswerLogit({self.answer!r})"

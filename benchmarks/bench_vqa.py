@@ -1,0 +1,87 @@
+"""Answer maps: explain_answer for 1 and 3 answers against a plain VQA forward.
+
+In one process, on the same VQA model (by default deeper LSTM Q + norm I with a resnet50
+CNN, weights=None, 224², 1000 answers) and the same image and question, batch 1: a plain
+forward (no grad), ``vlcam.explain_answer`` with one answer and with three answers (one
+CNN forward, one batched backward through the layers above the explained one), each also
+as a ratio to the forward. explain_answer's time includes its whole call: question
+tokenising, the forward, the backward, and resizing the maps to the image.
+
+    python benchmarks/bench_vqa.py [--device cuda] [--model lstm-cnn|hiecoatt] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import vlcam
+from vlcam.adapters.hiecoatt import HieCoAtt
+from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
+from vlcam.text import Vocabulary
+
+QUESTION = "what color is the fire hydrant"
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Return the median wall time of `fn` in seconds, synchronising CUDA around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", choices=("lstm-cnn", "hiecoatt"), default="lstm-cnn")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--answers", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    torch.manual_seed(0)
+    vocab = Vocabulary(["what", "color", "is", "the", "fire", "hydrant", *(f"w{i}" for i in range(1000))])
+    answers = ["red", "yellow", "yellow and red", *(f"a{i}" for i in range(args.answers - 3))]
+    cls = VQALSTMCNN if args.model == "lstm-cnn" else HieCoAtt
+    model = cls(vocab, answers, args.backbone, image_size=args.size).to(device).eval()
+    x = torch.randn(1, 3, args.size, args.size, device=device)
+    q = model.encode_questions([QUESTION])
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            return model(x, q)
+
+    impls = {
+        "VQA forward (no grad)": forward,
+        "explain_answer, 1 answer": lambda: vlcam.explain_answer(model, x, QUESTION, "red"),
+        "explain_answer, 3 answers": lambda: vlcam.explain_answer(model, x, QUESTION,
+                                                                  ["red", "yellow", "yellow and red"]),
+    }
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"{cls.__name__} ({args.backbone} at {args.size}², {args.answers} answers), batch 1, on {where}; "
+          f"torch {torch.__version__}; median of {args.repeats}")
+    times = {label: timed(fn, device, args.repeats) for label, fn in impls.items()}
+    base = times["VQA forward (no grad)"]
+    for label, t in times.items():
+        print(f"{label:<30}{t * 1e3:>10.1f} ms{t / base:>9.2f}x forward")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""Training a VQA model (deeper LSTM Q + norm I, or hierarchical co-attention) on VQA v2 files.
+
+The loss is a soft-target softmax cross-entropy: each question's target distribution over
+the answer vocabulary is the VQA accuracy of each candidate answer (min(1, matches/3),
+averaged over the leave-one-out subsets of the ten human answers), normalised to sum to 1.
+With ten identical human answers (the built-in world) it is the plain cross-entropy on
+that answer; a question none of whose human answers is in the vocabulary adds nothing.
+The softmax keeps the model's probabilities those of the paper's p = softmax(W_h h_s).
+
+A batch holds `batch_size` images and all their questions: the CNN runs once per image.
+Every epoch writes `out/training.safetensors` (last weights, optimizer state, and the
+training state as metadata, committed by one atomic rename) and `out/train_state.json`;
+the best-validation-accuracy weights are the checkpoint proper (model.safetensors,
+config.json, vocab.json, answers.json), which ``vlcam.load(out)`` reads without pickle.
+Calling again with the same settings and more epochs resumes after the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from vlcam._state import preserved
+from vlcam.adapters.hiecoatt import HieCoAtt
+from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN, VQAModel
+from vlcam.checkpoint import save_tensors, write_json
+from vlcam.data.vqa import (
+    COCO_IMAGE_PATTERN,
+    VQAItem,
+    answer_scores,
+    answer_vocabulary,
+    prior_accuracy,
+    read_vqa,
+    vqa_accuracy,
+)
+from vlcam.image import preprocess
+from vlcam.text import Vocabulary, pad_sequences
+
+TRAINING_FILE = "training.safetensors"
+STATE_FILE = "train_state.json"
+MODELS: dict[str, type[VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
+DEFAULT_BACKBONES = {"lstm-cnn": "compact", "hiecoatt": "small_resnet"}
+# LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
+_MAX_GRAD_NORM = 5.0
+# Share of images held out for validation when there is no validation file.
+_HOLDOUT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class _ImageQuestions:
+    image: Path
+    items: tuple[int, ...]  # indices into the split's item list
+
+
+class VQADataset(Dataset):
+    """Item i is image i with all its questions: (normalised [3, S, S] image, item indices)."""
+
+    def __init__(
+        self, items: Sequence[VQAItem], image_size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        groups: dict[Path, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            groups[item.image].append(i)
+        self.groups = [_ImageQuestions(path, tuple(idx)) for path, idx in groups.items()]
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        image, _ = preprocess(self.groups[i].image, self.image_size, self.mean, self.std)
+        return image[0], self.groups[i].items
+
+
+class _Batcher:
+    """collate_fn: (images [N, 3, S, S], questions [M, L], image of each question [M], item ids [M])."""
+
+    def __init__(self, tokens: Sequence[Sequence[int]]) -> None:
+        self.tokens = tokens
+
+    def __call__(self, batch: list[tuple[torch.Tensor, tuple[int, ...]]]) -> tuple[torch.Tensor, ...]:
+        images = torch.stack([image for image, _ in batch])
+        owner = [n for n, (_, items) in enumerate(batch) for _ in items]
+        items = [i for _, group in batch for i in group]
+        questions = torch.tensor(pad_sequences([self.tokens[i] for i in items]), dtype=torch.long)
+        return images, questions, torch.tensor(owner), torch.tensor(items)
+
+
+def train_vqa(
+    questions: str | Path,
+    annotations: str | Path,
+    images: str | Path,
+    out: str | Path,
+    *,
+    model: str = "lstm-cnn",
+    backbone: str | None = None,
+    pretrained: bool = False,
+    image_pattern: str = COCO_IMAGE_PATTERN,
+    image_size: int = 128,
+    top_k: int = 1000,
+    min_count: int = 1,
+    model_options: Mapping[str, Any] | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    val_questions: str | Path | None = None,
+    val_annotations: str | Path | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Return the run's metrics after training (or resuming) a VQA model.
+
+    `model` is "lstm-cnn" (:class:`VQALSTMCNN`) or "hiecoatt" (:class:`HieCoAtt`);
+    `backbone` defaults to "compact" / "small_resnet" (the built-in world's CNNs);
+    `model_options` are further constructor arguments (``hidden_dim``, ``dropout``, ...).
+    `images` is the folder of the image files, named by `image_pattern` (see
+    :func:`vlcam.data.vqa.format_image_name`); there is no augmentation, in particular no
+    flip, since questions ask what is left of what. The answers are the `top_k` most common training answers; the question vocabulary the
+    training words seen at least `min_count` times. `batch_size` counts images (each with
+    all its questions). `limit` keeps the first `limit` images of each split.
+
+    Validation uses `val_questions` and `val_annotations`; when both are None and the
+    training files are the built-in world's ``vqa_*_train.json``, their ``_val`` siblings
+    if they exist; otherwise 10% of the training images, drawn with `seed`.
+
+    The metrics: ``train_loss`` per epoch, ``val_accuracy`` per epoch (official VQA
+    accuracy), ``initial_val_accuracy``, ``best_val_accuracy``, ``best_epoch``, ``epochs``,
+    ``prior`` (the image-blind baselines of :func:`vlcam.data.vqa.prior_accuracy` on the
+    validation questions), ``num_answers``, ``vocab_size``, ``answer_coverage`` (share of
+    training questions whose answer is in the vocabulary), ``train_questions``,
+    ``val_questions``, ``train_images``, ``val_images``.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
+    _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, top_k=top_k,
+                    min_count=min_count)
+    if limit is not None:
+        _check_positive(limit=limit)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    backbone = DEFAULT_BACKBONES[model] if backbone is None else backbone
+    options = dict(model_options or {})
+    questions, annotations, images, out = Path(questions), Path(annotations), Path(images), Path(out)
+    val_files = _validation_files(questions, annotations, val_questions, val_annotations)
+    settings = {
+        "questions": str(questions.resolve()), "annotations": str(annotations.resolve()),
+        "images": str(images.resolve()), "image_pattern": image_pattern,
+        "val_files": [str(p.resolve()) for p in val_files] if val_files else None,
+        "model": model, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
+        "top_k": top_k, "min_count": min_count, "model_options": options, "batch_size": batch_size,
+        "lr": lr, "seed": seed, "limit": limit,
+    }
+    train_items = read_vqa(questions, annotations, images, image_pattern=image_pattern, limit=limit)
+    if val_files is not None:
+        val_items = read_vqa(*val_files, images, image_pattern=image_pattern, limit=limit)
+    else:
+        train_items, val_items = _hold_out(train_items, seed, questions)
+    answers = answer_vocabulary(train_items, top_k)
+    vocab = question_vocabulary((i.question for i in train_items), min_count)
+
+    torch.manual_seed(seed)
+    net = MODELS[model](vocab, answers, backbone, pretrained=pretrained, image_size=image_size,
+                        **options).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    state = _resume(out, settings, net, optimizer)
+
+    def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
+        return DataLoader(VQADataset(items, image_size, net.mean, net.std), batch_size=batch_size,
+                          shuffle=shuffle, generator=generator, num_workers=num_workers,
+                          collate_fn=_Batcher(tokens), pin_memory=torch.device(device).type == "cuda")
+
+    val_loader = loader(val_items, shuffle=False)
+    if state is None:
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"epoch": 0, "settings": settings, "train_loss": [], "val_accuracy": [],
+                 "initial_val_accuracy": _accuracy(net, val_loader, val_items, device),
+                 "best_val_accuracy": -1.0, "best_epoch": 0,
+                 "rng": {"model_init_seed": seed, "epoch_seed": f"{seed} * 1000003 + epoch"}}
+
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        # Seeding from (seed, epoch) alone makes a resumed epoch shuffle and drop out exactly
+        # as it would have without the interruption, with no RNG state to carry over.
+        epoch_seed = seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)
+        shuffler = torch.Generator().manual_seed(epoch_seed)
+        bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
+                   desc=f"epoch {epoch}/{epochs}", leave=False)
+        train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch)
+        accuracy = _accuracy(net, val_loader, val_items, device)
+        state["epoch"] = epoch
+        state["train_loss"].append(train_loss)
+        state["val_accuracy"].append(accuracy)
+        if accuracy > state["best_val_accuracy"]:
+            state["best_val_accuracy"], state["best_epoch"] = accuracy, epoch
+            net.save(out)
+        _save_training(out, net, optimizer, state)
+        if progress:
+            # stderr, with the bar: stdout is the caller's (the script prints JSON there).
+            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val VQA accuracy {accuracy:.4f}",
+                       file=sys.stderr)
+
+    covered = set(answers)
+    return {
+        "epochs": state["epoch"],
+        "train_loss": state["train_loss"],
+        "val_accuracy": state["val_accuracy"],
+        "initial_val_accuracy": state["initial_val_accuracy"],
+        "best_val_accuracy": state["best_val_accuracy"],
+        "best_epoch": state["best_epoch"],
+        "prior": prior_accuracy(train_items, val_items),
+        "num_answers": len(answers),
+        "vocab_size": len(vocab),
+        "answer_coverage": sum(i.multiple_choice_answer in covered for i in train_items) / len(train_items),
+        "train_questions": len(train_items),
+        "val_questions": len(val_items),
+        "train_images": len({i.image_id for i in train_items}),
+        "val_images": len({i.image_id for i in val_items}),
+    }
+
+
+def question_vocabulary(questions: Iterable[str], min_count: int = 1) -> Vocabulary:
+    """Return the vocabulary of the question words seen at least `min_count` times."""
+    return Vocabulary.from_captions(questions, min_count=min_count)
+
+
+def soft_targets(items: Sequence[VQAItem], answers: Sequence[str]) -> torch.Tensor:
+    """Return [len(items), len(answers)]: each row the VQA accuracy of each answer, summing
+    to 1 (all zero for a question none of whose human answers is in `answers`)."""
+    index = {a: k for k, a in enumerate(answers)}
+    targets = torch.zeros(len(items), len(answers))
+    for row, item in enumerate(items):
+        for answer, score in answer_scores(item.answers).items():
+            if answer in index:
+                targets[row, index[answer]] = score
+    total = targets.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, targets / total.clamp_min(1e-12), targets)
+
+
+def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Return the mean cross-entropy of `logits` [M, A] against target distributions [M, A],
+    over the questions whose targets are not all zero (0 if there is none)."""
+    per_question = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1)
+    counted = targets.sum(dim=1) > 0
+    return per_question[counted].sum() / counted.sum().clamp_min(1)
+
+
+def evaluate_vqa(
+    model: VQAModel, items: Sequence[VQAItem], *, batch_size: int = 32, device: str | torch.device | None = None
+) -> dict[str, Any]:
+    """Return the official VQA accuracy of `model`'s top answers on `items`, overall and per
+    answer type and question type, with the predictions (question id -> answer)."""
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    tokens = model.vocab.encode_many((i.question for i in items), add_special=False, warn=False)
+    batches = DataLoader(VQADataset(items, model.image_size, model.mean, model.std), batch_size=batch_size,
+                         collate_fn=_Batcher(tokens))
+    predicted = _predictions(model, batches, len(items), device)
+    scores = [vqa_accuracy(model.answers[predicted[n]], item.answers) for n, item in enumerate(items)]
+    by_answer_type: dict[str, list[float]] = defaultdict(list)
+    by_question_type: dict[str, list[float]] = defaultdict(list)
+    for item, score in zip(items, scores):
+        by_answer_type[item.answer_type].append(score)
+        by_question_type[item.question_type].append(score)
+    return {
+        "accuracy": float(np.mean(scores)),
+        "questions": len(items),
+        "per_answer_type": {t: float(np.mean(v)) for t, v in sorted(by_answer_type.items())},
+        "per_question_type": {t: float(np.mean(v)) for t, v in sorted(by_question_type.items())},
+        "predictions": {item.question_id: model.answers[predicted[n]] for n, item in enumerate(items)},
+    }
+
+
+def _predictions(model: VQAModel, batches: DataLoader, count: int, device: torch.device) -> list[int]:
+    """Return the top answer index of each of the `count` items, in item order."""
+    predicted = [-1] * count
+    with preserved(model, eval_mode=True), torch.no_grad():
+        for images, questions, owner, items in batches:
+            features = model.encode_images(images.to(device))
+            logits = model.answer_logits(features[owner.to(device)], questions.to(device))
+            for i, k in zip(items.tolist(), logits.argmax(dim=1).tolist()):
+                predicted[i] = k
+    return predicted
+
+
+def _accuracy(model: VQAModel, batches: DataLoader, items: Sequence[VQAItem], device: str) -> float:
+    predicted = _predictions(model, batches, len(items), torch.device(device))
+    return float(np.mean([vqa_accuracy(model.answers[k], item.answers) for k, item in zip(predicted, items)]))
+
+
+def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
+                 device: str, epoch: int) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for images, questions, owner, indices in batches:
+        images, questions, owner = images.to(device), questions.to(device), owner.to(device)
+        # Targets per batch: a dense [questions, answers] table of all of VQA v2 would not fit.
+        targets = soft_targets([items[i] for i in indices.tolist()], model.answers).to(device)
+        features = model.encode_images(images)
+        logits = model.answer_logits(features[owner], questions)
+        loss = soft_target_loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), _MAX_GRAD_NORM)
+        optimizer.step()
+        total, count = total + loss.item() * len(indices), count + len(indices)
+        batches.set_postfix(loss=f"{loss.item():.3f}")
+    return total / max(count, 1)
+
+
+def _save_training(out: Path, model: VQAModel, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    plain_state: dict[str, dict[str, Any]] = {}
+    for pid, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                plain_state.setdefault(str(pid), {})[key] = value
+    text = json.dumps({**state, "optimizer_plain_state": plain_state})
+    save_tensors(out / TRAINING_FILE, tensors, metadata={"train_state": text})
+    write_json(out / STATE_FILE, state)
+
+
+def _resume(out: Path, settings: dict[str, Any], model: VQAModel,
+            optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Return the saved training state after loading its weights and optimizer, or None."""
+    path = out / TRAINING_FILE
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise ValueError(
+                f"{out} is not empty and holds no {TRAINING_FILE}: it is not a partial run "
+                "to resume; pick an empty or new output folder (or empty this one to start over)"
+            )
+        return None
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        state = json.loads(f.metadata()["train_state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    if changed:
+        diff = "; ".join(f"{k}: saved {old!r}, now {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"{out} holds a run with other settings ({diff}); resume with the same settings "
+            "(only epochs may change) or pick another output folder"
+        )
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optim_state: dict[int, dict[str, Any]] = {
+        int(pid): dict(values) for pid, values in state.pop("optimizer_plain_state").items()
+    }
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            optim_state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": optim_state, "param_groups": optimizer.state_dict()["param_groups"]})
+    return state
+
+
+def _validation_files(questions: Path, annotations: Path, val_questions: str | Path | None,
+                      val_annotations: str | Path | None) -> tuple[Path, Path] | None:
+    if (val_questions is None) != (val_annotations is None):
+        raise ValueError(
+            "pass both val_questions and val_annotations or neither, got "
+            f"{val_questions!r} and {val_annotations!r}"
+        )
+    if val_questions is not None:
+        return Path(val_questions), Path(val_annotations)  # type: ignore[arg-type]
+    siblings = (questions.with_name("vqa_questions_val.json"), annotations.with_name("vqa_annotations_val.json"))
+    if (questions.name, annotations.name) == ("vqa_questions_train.json", "vqa_annotations_train.json") \
+            and all(p.is_file() for p in siblings):
+        return siblings
+    return None
+
+
+def _hold_out(items: list[VQAItem], seed: int, questions: Path) -> tuple[list[VQAItem], list[VQAItem]]:
+    """Return (train, validation) items, holding out a share of the images with all their questions."""
+    image_ids = sorted({i.image_id for i in items})
+    if len(image_ids) < 2:
+        raise ValueError(
+            f"{questions} has {len(image_ids)} image(s) and no validation files: holding images out "
+            "needs at least 2; pass val_questions and val_annotations"
+        )
+    count = max(1, round(_HOLDOUT_FRACTION * len(image_ids)))
+    held = {image_ids[k] for k in np.random.default_rng(seed).permutation(len(image_ids))[:count]}
+    return [i for i in items if i.image_id not in held], [i for i in items if i.image_id in held]
+
+
+def _check_positive(**values: Any) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+
+
+__all__ = ["VQADataset", "evaluate_vqa", "question_vocabulary", "soft_target_loss", "soft_targets", "train_vqa"]
