@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,8 @@ def train_captioner(
             model.save(out)
         _save_training(out, model, optimizer, state)
         if progress:
-            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}",
+                       file=sys.stderr)
 
     return {
         "epochs": state["epoch"],
