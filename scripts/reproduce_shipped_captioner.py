@@ -27,7 +27,7 @@ SETTINGS = {
     "embed_dim": 128,
     "hidden_dim": 256,
     "batch_size": 64,
-    "epochs": 6,
+    "epochs": 10,
     "lr": 1e-3,
 }
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "vocab.json")

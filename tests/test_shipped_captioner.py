@@ -1,0 +1,75 @@
+"""The shipped built-in-world captioner: loads without pickle, captions and points well, runs the demo."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vlcam
+from vlcam.data.synthetic import generate
+from vlcam.data.wordmap import WordMap
+from vlcam.demo import shipped_checkpoint
+from vlcam.eval.captions import caption_quality
+from vlcam.eval.pointing import caption_pointing_game
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """Fresh scenes from a seed the shipped model never saw."""
+    world = tmp_path_factory.mktemp("heldout")
+    generate(world, num_images=12, image_size=128, seed=777, val_fraction=1.0, workers=1)
+    return world
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vlcam.load(shipped_checkpoint())
+
+
+def test_shipped_checkpoint_is_small_and_loads_without_unpickling(monkeypatch):
+    folder = shipped_checkpoint()
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size <= 10 * 2**20, f"{size / 2**20:.1f} MiB"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint load must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    model = vlcam.load(folder)
+    assert type(model).__name__ == "ShowAndTell" and not model.training
+
+
+def test_captions_beat_the_most_frequent_caption(model, heldout):
+    report = caption_quality(model, heldout / "captions_val.json", heldout / "images",
+                             baseline_captions=[a["caption"] for a in json.loads(
+                                 (heldout / "captions_val.json").read_text())["annotations"]])
+    assert report["model"]["bleu4"] > 0.2
+    assert report["model"]["bleu4"] > 3 * report["baseline_most_frequent"]["bleu4"]
+
+
+def test_word_maps_point_at_their_objects(model, heldout):
+    game = caption_pointing_game(model, heldout / "captions_val.json", heldout / "instances_val.json",
+                                 heldout / "images", WordMap.from_file(heldout / "word_map.json"))
+    assert game["hits"] + game["misses"] >= 50
+    assert game["accuracy"] >= 3 * game["baselines"]["random"]
+    assert game["accuracy"] > game["baselines"]["center"]
+
+
+def test_demo_writes_figures_and_reports_each_visual_word(tmp_path):
+    exe = shutil.which("vlcam") or str(Path(sys.executable).with_name("vlcam"))
+    done = subprocess.run([exe, "demo", "--out", str(tmp_path), "--num-images", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["figures"]) == 2 and all(Path(f).is_file() for f in summary["figures"])
+    assert summary["words"] == len(summary["items"]) > 0
+    assert "peak at (row" in done.stdout and ("on the object" in done.stdout or "off the object" in done.stdout)
