@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="vlcam-demo", help="output folder (default: ./vlcam-demo)")
     demo.add_argument("--checkpoint", default=None, help="a Show-and-Tell checkpoint folder (default: shipped)")
-    demo.add_argument("--num-images", type=int, default=4, help="held-out scenes to explain (default: 4)")
+    demo.add_argument("--num-images", type=int, default=6, help="held-out scenes to explain (default: 6)")
     demo.add_argument("--seed", type=int, default=20261127, help="seed of the held-out scenes")
     demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     demo.set_defaults(run=_demo)

@@ -27,7 +27,7 @@ def run_demo(
     out_dir: Path,
     *,
     checkpoint: str | Path | None = None,
-    num_images: int = 4,
+    num_images: int = 6,
     seed: int = 20261127,
     device: str = "cpu",
     stream: TextIO = sys.stdout,
