@@ -10,20 +10,29 @@ from collections.abc import Callable
 import torch
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Return the median wall time of `fn` in seconds, synchronising CUDA around each run."""
+def timed(
+    impls: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Return the median wall time in seconds of each implementation.
+
+    The runs are interleaved (one of each per round), so that drifts of the machine
+    (clock speed, other load, allocator warm-up) touch every implementation alike.
+    CUDA is synchronised around each run.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in impls.values():
+            fn()
+    times: dict[str, list[float]] = {label: [] for label in impls}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, fn in impls.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def machine(device: torch.device) -> str:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     where = machine(device)
     print(f"{name} at {args.size}², batch {batch}, layer {args.layer}, on {where}; "
           f"torch {torch.__version__}; median of {args.repeats}")
-    times = {label: timed(fn, device, args.repeats) for label, fn in impls.items()}
+    times = timed(impls, device, args.repeats)
     memory = {label: peak_memory(fn, device) for label, fn in impls.items()}
     base_t, base_m = times["no-grad forward"], memory["no-grad forward"]
     print(f"{'implementation':<28}{'ms':>10}{'x forward':>11}" +

@@ -13,35 +13,16 @@ tokenising, the forward, the backward, and resizing the maps to the image.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 import vlcam
+from _timing import machine, timed
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.text import Vocabulary
 
 QUESTION = "what color is the fire hydrant"
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Return the median wall time of `fn` in seconds, synchronising CUDA around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,11 +54,10 @@ def main(argv: list[str] | None = None) -> None:
         "explain_answer, 3 answers": lambda: vlcam.explain_answer(model, x, QUESTION,
                                                                   ["red", "yellow", "yellow and red"]),
     }
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    where = machine(device)
     print(f"{cls.__name__} ({args.backbone} at {args.size}², {args.answers} answers), batch 1, on {where}; "
           f"torch {torch.__version__}; median of {args.repeats}")
-    times = {label: timed(fn, device, args.repeats) for label, fn in impls.items()}
+    times = timed(impls, device, args.repeats)
     base = times["VQA forward (no grad)"]
     for label, t in times.items():
         print(f"{label:<30}{t * 1e3:>10.1f} ms{t / base:>9.2f}x forward")

@@ -35,8 +35,9 @@ def run_demo(
     """Return a summary after writing figures for `num_images` held-out scenes to `out_dir`.
 
     The scenes are rendered fresh with a seed the shipped model never trained on. For each
-    visual word of each generated caption, it prints where the word's map peaks and
-    whether that point lies on an object of the word's category.
+    scene it prints the model's own caption, then explains the scene's first reference
+    caption (whose words name objects that are there) and prints, for each visual word,
+    where the word's map peaks and whether that point lies on an object of its category.
     """
     import vlcam
     from vlcam.data.synthetic import generate
@@ -50,16 +51,19 @@ def run_demo(
     generate(world, num_images=num_images, image_size=model.image_size, seed=seed,
              val_fraction=1.0, workers=1)
     coco = load_coco(world / "instances_val.json")
+    references = load_coco(world / "captions_val.json")
     word_map = WordMap.from_file(world / "word_map.json")
     rows, figures = [], []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs([image_id])[0]
-        explanation = vlcam.explain_caption(model, world / "images" / info["file_name"], words="visual",
-                                            word_map=word_map)
+        path = world / "images" / info["file_name"]
+        reference = references.loadAnns(references.getAnnIds(imgIds=[image_id]))[0]["caption"]
+        explanation = vlcam.explain_caption(model, path, reference, words="visual", word_map=word_map)
         figure = explanation.save(out_dir / f"explained_{image_id:04d}.png")
         figures.append(str(figure))
         masks = category_masks(coco, image_id)
-        print(f"\n{info['file_name']}: \"{explanation.caption}\"  -> {figure}", file=stream)
+        print(f"\n{info['file_name']}\n  model's caption:   \"{model.caption(path)[0]}\"\n"
+              f"  explained caption: \"{reference}\"  -> {figure}", file=stream)
         heads = {m.head: m for m in word_map.match(explanation.tokens)}
         for index, (row, col) in zip(explanation.word_indices, explanation.word_peaks()):
             match = heads[index]
