@@ -10,7 +10,6 @@ with the same settings and more epochs resumes where the last completed epoch en
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -21,17 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam.adapters.show_and_tell import ShowAndTell
-from vlcam.checkpoint import save_tensors, write_json
+from vlcam.train._runstate import resume, save_training
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences, read_coco_json
 
-TRAINING_FILE = "training.safetensors"
-STATE_FILE = "train_state.json"
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
 # Share of images held out for validation when there is no validation file.
@@ -140,7 +136,7 @@ def train_captioner(
     model = ShowAndTell(vocab, backbone, pretrained=pretrained, embed_dim=embed_dim,
                         hidden_dim=hidden_dim, image_size=image_size, dropout=dropout, pool=pool).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    state = _resume(out, settings, model, optimizer)
+    state = resume(out, settings, model, optimizer)
 
     def loader(pairs: list[_Pair], shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
         dataset = CaptionDataset(pairs, vocab, image_size, model.mean, model.std)
@@ -172,7 +168,7 @@ def train_captioner(
         if val_loss < state["best_val_loss"]:
             state["best_val_loss"], state["best_epoch"] = val_loss, epoch
             model.save(out)
-        _save_training(out, model, optimizer, state)
+        save_training(out, model, optimizer, state)
         if progress:
             tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}",
                        file=sys.stderr)
@@ -231,56 +227,6 @@ def _evaluate(model: ShowAndTell, batches: DataLoader, device: str) -> float:
     finally:
         model.train(was_training)
     return total / max(count, 1)
-
-
-def _save_training(out: Path, model: ShowAndTell, optimizer: torch.optim.Optimizer,
-                   state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    plain_state: dict[str, dict[str, Any]] = {}
-    for pid, values in optimizer.state_dict()["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                plain_state.setdefault(str(pid), {})[key] = value
-    text = json.dumps({**state, "optimizer_plain_state": plain_state})
-    save_tensors(out / TRAINING_FILE, tensors, metadata={"train_state": text})
-    write_json(out / STATE_FILE, state)
-
-
-def _resume(out: Path, settings: dict[str, Any], model: ShowAndTell,
-            optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Return the saved training state after loading its weights and optimizer, or None."""
-    path = out / TRAINING_FILE
-    if not path.is_file():
-        if out.is_dir() and any(out.iterdir()):
-            raise ValueError(
-                f"{out} is not empty and holds no {TRAINING_FILE}: it is not a partial run "
-                "to resume; pick an empty or new output folder (or empty this one to start over)"
-            )
-        return None
-    # Read on the CPU: load_state_dict copies onto the model's device, and the optimizer
-    # moves its state next to its parameters.
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = json.loads(f.metadata()["train_state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
-    if changed:
-        diff = "; ".join(f"{k}: saved {old!r}, now {new!r}" for k, (old, new) in changed.items())
-        raise ValueError(
-            f"{out} holds a run with other settings ({diff}); resume with the same settings "
-            "(only epochs may change) or pick another output folder"
-        )
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    optim_state: dict[int, dict[str, Any]] = {
-        int(pid): dict(values) for pid, values in state.pop("optimizer_plain_state").items()
-    }
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            optim_state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": optim_state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return state
 
 
 def _validation_source(captions: Path, val_captions: str | Path | None) -> Path | None:

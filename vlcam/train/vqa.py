@@ -17,7 +17,6 @@ Calling again with the same settings and more epochs resumes after the last comp
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,14 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN, VQAModel
-from vlcam.checkpoint import save_tensors, write_json
+from vlcam.train._runstate import resume, save_training
 from vlcam.data.vqa import (
     COCO_IMAGE_PATTERN,
     VQAItem,
@@ -48,8 +46,6 @@ from vlcam.data.vqa import (
 from vlcam.image import preprocess
 from vlcam.text import Vocabulary, pad_sequences
 
-TRAINING_FILE = "training.safetensors"
-STATE_FILE = "train_state.json"
 MODELS: dict[str, type[VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
 DEFAULT_BACKBONES = {"lstm-cnn": "compact", "hiecoatt": "small_resnet"}
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
@@ -177,7 +173,7 @@ def train_vqa(
     net = MODELS[model](vocab, answers, backbone, pretrained=pretrained, image_size=image_size,
                         **options).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    state = _resume(out, settings, net, optimizer)
+    state = resume(out, settings, net, optimizer)
 
     def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
         tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
@@ -209,7 +205,7 @@ def train_vqa(
         if accuracy > state["best_val_accuracy"]:
             state["best_val_accuracy"], state["best_epoch"] = accuracy, epoch
             net.save(out)
-        _save_training(out, net, optimizer, state)
+        save_training(out, net, optimizer, state)
         if progress:
             # stderr, with the bar: stdout is the caller's (the script prints JSON there).
             tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val VQA accuracy {accuracy:.4f}",
@@ -324,53 +320,6 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
         total, count = total + loss.item() * len(indices), count + len(indices)
         batches.set_postfix(loss=f"{loss.item():.3f}")
     return total / max(count, 1)
-
-
-def _save_training(out: Path, model: VQAModel, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    plain_state: dict[str, dict[str, Any]] = {}
-    for pid, values in optimizer.state_dict()["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                plain_state.setdefault(str(pid), {})[key] = value
-    text = json.dumps({**state, "optimizer_plain_state": plain_state})
-    save_tensors(out / TRAINING_FILE, tensors, metadata={"train_state": text})
-    write_json(out / STATE_FILE, state)
-
-
-def _resume(out: Path, settings: dict[str, Any], model: VQAModel,
-            optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Return the saved training state after loading its weights and optimizer, or None."""
-    path = out / TRAINING_FILE
-    if not path.is_file():
-        if out.is_dir() and any(out.iterdir()):
-            raise ValueError(
-                f"{out} is not empty and holds no {TRAINING_FILE}: it is not a partial run "
-                "to resume; pick an empty or new output folder (or empty this one to start over)"
-            )
-        return None
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = json.loads(f.metadata()["train_state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
-    if changed:
-        diff = "; ".join(f"{k}: saved {old!r}, now {new!r}" for k, (old, new) in changed.items())
-        raise ValueError(
-            f"{out} holds a run with other settings ({diff}); resume with the same settings "
-            "(only epochs may change) or pick another output folder"
-        )
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    optim_state: dict[int, dict[str, Any]] = {
-        int(pid): dict(values) for pid, values in state.pop("optimizer_plain_state").items()
-    }
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            optim_state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": optim_state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return state
 
 
 def _validation_files(questions: Path, annotations: Path, val_questions: str | Path | None,
