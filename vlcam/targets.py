@@ -20,43 +20,74 @@ class Target(Protocol):
     def __call__(self, output: torch.Tensor) -> torch.Tensor: ...
 
 
-class ClassLogit:
+class _PickedLogit:
+    """The score of one output column per batch item, from logits [B, N].
+
+    Subclasses name what the columns are (classes, answers) for their error messages.
+    """
+
+    _what, _whats = "class", "classes"
+
+    def __init__(self, index: int | torch.Tensor) -> None:
+        who = type(self).__name__
+        if isinstance(index, bool) or not isinstance(index, (int, torch.Tensor)):
+            raise TypeError(f"{who} {self._what} must be an int index or a LongTensor[B], got {index!r}")
+        if isinstance(index, torch.Tensor) and (index.dtype.is_floating_point or index.dim() > 1):
+            raise TypeError(
+                f"{who} {self._what} tensor must be integer with shape [B], got dtype "
+                f"{index.dtype} and shape {tuple(index.shape)}"
+            )
+        self._index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        who = type(self).__name__
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(f"{who} expects logits of shape [B, number of {self._whats}], got {shape}")
+        n = output.shape[1]
+        index = self._index
+        if isinstance(index, int):
+            if not -n <= index < n:
+                raise ValueError(f"{self._what} index {index} is out of range for {n} {self._whats}")
+            return output[:, index]
+        index = index.to(output.device).reshape(-1)
+        if index.numel() not in (1, output.shape[0]):
+            raise ValueError(
+                f"{who} got {index.numel()} {self._what} indices for a batch of {output.shape[0]}"
+            )
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise ValueError(f"{self._what} indices {index.tolist()} out of range for {n} {self._whats}")
+        return output.gather(1, index.expand(output.shape[0]).unsqueeze(1)).squeeze(1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._index!r})"
+
+
+class ClassLogit(_PickedLogit):
     """The pre-softmax score of a class, y^c, from a classifier's logits [B, num_classes].
 
     `index` is one class for the whole batch (int) or one class per item (LongTensor[B]).
     """
 
-    def __init__(self, index: int | torch.Tensor) -> None:
-        if isinstance(index, bool) or not isinstance(index, (int, torch.Tensor)):
-            raise TypeError(f"ClassLogit index must be an int or a LongTensor[B], got {index!r}")
-        if isinstance(index, torch.Tensor) and (index.dtype.is_floating_point or index.dim() > 1):
-            raise TypeError(
-                f"ClassLogit index tensor must be integer with shape [B], got dtype "
-                f"{index.dtype} and shape {tuple(index.shape)}"
-            )
-        self.index = index
+    _what, _whats = "class", "classes"
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"ClassLogit expects logits of shape [B, num_classes], got {shape}")
-        num_classes = output.shape[1]
-        index = self.index
-        if isinstance(index, int):
-            if not -num_classes <= index < num_classes:
-                raise ValueError(f"class index {index} is out of range for {num_classes} classes")
-            return output[:, index]
-        index = index.to(output.device).reshape(-1)
-        if index.numel() not in (1, output.shape[0]):
-            raise ValueError(
-                f"ClassLogit got {index.numel()} class indices for a batch of {output.shape[0]}"
-            )
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
-            raise ValueError(f"class indices {index.tolist()} out of range for {num_classes} classes")
-        return output.gather(1, index.expand(output.shape[0]).unsqueeze(1)).squeeze(1)
+    @property
+    def index(self) -> int | torch.Tensor:
+        return self._index
 
-    def __repr__(self) -> str:
-        return f"ClassLogit({self.index!r})"
+
+class AnswerLogit(_PickedLogit):
+    """The pre-softmax score of an answer, from a VQA model's logits [B, num_answers] (Sec. 8.2).
+
+    `answer` is one answer index for the whole batch (int) or one per item (LongTensor[B]);
+    ``vlcam.explain_answer`` resolves answer strings to indices.
+    """
+
+    _what, _whats = "answer", "answers"
+
+    @property
+    def answer(self) -> int | torch.Tensor:
+        return self._index
 
 
 class CaptionLogProb:
@@ -98,41 +129,3 @@ def _check_token_logprobs(output: object, who: str) -> None:
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"{who} expects per-word log-probabilities of shape [B, T], got {shape}")
-
-
-class AnswerLogit:
-    """The pre-softmax score of an answer, from a VQA model's logits [B, num_answers] (Sec. 8.2).
-
-    `answer` is one answer index for the whole batch (int) or one per item (LongTensor[B]);
-    ``vlcam.explain_answer`` resolves answer strings to indices.
-    """
-
-    def __init__(self, answer: int | torch.Tensor) -> None:
-        if isinstance(answer, bool) or not isinstance(answer, (int, torch.Tensor)):
-            raise TypeError(f"AnswerLogit answer must be an int index or a LongTensor[B], got {answer!r}")
-        if isinstance(answer, torch.Tensor) and (answer.dtype.is_floating_point or answer.dim() > 1):
-            raise TypeError(
-                f"AnswerLogit answer tensor must be integer with shape [B], got dtype "
-                f"{answer.dtype} and shape {tuple(answer.shape)}"
-            )
-        self.answer = answer
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"AnswerLogit expects answer logits of shape [B, num_answers], got {shape}")
-        num_answers = output.shape[1]
-        answer = self.answer
-        if isinstance(answer, int):
-            if not -num_answers <= answer < num_answers:
-                raise ValueError(f"answer index {answer} is out of range for {num_answers} answers")
-            return output[:, answer]
-        answer = answer.to(output.device).reshape(-1)
-        if answer.numel() not in (1, output.shape[0]):
-            raise ValueError(f"AnswerLogit got {answer.numel()} answer indices for a batch of {output.shape[0]}")
-        if answer.numel() and (int(answer.min()) < 0 or int(answer.max()) >= num_answers):
-            raise ValueError(f"answer indices {answer.tolist()} out of range for {num_answers} answers")
-        return output.gather(1, answer.expand(output.shape[0]).unsqueeze(1)).squeeze(1)
-
-    def __repr__(self) -> str:
-        return f"AnswerLogit({self.answer!r})"
