@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -164,3 +165,182 @@ def caption_pointing_game(model: nn.Module, captions_json: str | Path, instances
     summary = summarize(items, counts, time.perf_counter() - start)
     summary["items"] = [asdict(i) for i in items]
     return summary
+
+
+# --- Resumable, shardable runs (scripts/eval_pointing.py) ---------------------------------
+
+def _load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return None, "missing image"
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")), None
+    except (UnidentifiedImageError, OSError):
+        return None, "unreadable image"
+
+
+class _Images:
+    """DataLoader dataset: (image_id, pixels or None, reason) per image, decoded in workers."""
+
+    def __init__(self, ids: list[int], paths: list[Path]) -> None:
+        self.ids, self.paths = ids, paths
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
+        pixels, reason = _load_image(self.paths[i])
+        return self.ids[i], pixels, reason
+
+
+def _random_point_hit(region: np.ndarray, seed: int, key: tuple[int, int, int]) -> bool:
+    # Seeded per item, not per process, so any sharding draws the same points.
+    rng = np.random.default_rng([seed, *key])
+    return bool(region[rng.integers(region.shape[0]), rng.integers(region.shape[1])])
+
+
+def run_pointing_game(
+    out_dir: str | Path,
+    model: nn.Module,
+    captions_json: str | Path,
+    instances_json: str | Path,
+    images_dir: str | Path,
+    word_map: WordMap,
+    *,
+    method: str = "gradcam",
+    tolerance: int = 0,
+    limit: int | None = None,
+    seed: int = 0,
+    num_workers: int = 2,
+    examples: int = 4,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Return the summary (on rank 0; None on other ranks) after a resumable pointing-game run.
+
+    Writes `out_dir/items.jsonl` (one line per visual word, one per finished image), then
+    `summary.json`, `per_category.png` and a few example figures. Images already finished
+    in `out_dir` are skipped; under torchrun the images are sharded by rank.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from vlcam.eval.runner import Appender, barrier, existing_records, init_shard, merge, shard_file
+    from vlcam.explain.caption import explain_caption
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shard = init_shard()
+    captions, instances = load_coco(captions_json), load_coco(instances_json)
+    image_ids = sorted(captions.getImgIds())[:limit]
+    done = {r["image_id"] for r in existing_records(out) if r.get("type") == "image"}
+    mine = [i for i in image_ids[shard.rank::shard.world_size] if i not in done]
+    paths = [Path(images_dir) / captions.loadImgs([i])[0]["file_name"] for i in mine]
+    loader = DataLoader(_Images(mine, paths), batch_size=None, num_workers=num_workers if mine else 0,
+                        collate_fn=lambda x: x)
+    writer = Appender(shard_file(out, shard))
+    start, computed, figures = time.perf_counter(), 0, 0
+    try:
+        for image_id, pixels, reason in tqdm(loader, total=len(mine), disable=not progress or not shard.is_main,
+                                             desc=f"pointing (rank {shard.rank})"):
+            record: dict[str, Any] = {"type": "image", "key": ["image", image_id], "image_id": image_id,
+                                      "skipped": reason, "not_annotated": 0, "captions": 0}
+            if pixels is not None:
+                masks = category_masks(instances, image_id)
+                grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
+                h, w = pixels.shape[:2]
+                for ann in captions.loadAnns(captions.getAnnIds(imgIds=[image_id])):
+                    tokens = tokenize(ann["caption"])
+                    matches = word_map.match(tokens)
+                    present = [m for m in matches if m.category_id in masks]
+                    record["not_annotated"] += len(matches) - len(present)
+                    record["captions"] += 1
+                    if not present:
+                        continue
+                    explanation = explain_caption(model, pixels, ann["caption"], words=[m.head for m in present],
+                                                  method=method)
+                    if shard.is_main and figures < examples:
+                        explanation.save(out / f"example_{image_id}_{ann['id']}.png")
+                        figures += 1
+                    for match, (row, col) in zip(present, explanation.word_peaks()):
+                        region = grown[match.category_id]
+                        key = (image_id, ann["id"], match.head)
+                        writer.write({
+                            "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
+                            "word_index": match.head, "word": tokens[match.head],
+                            "category_id": match.category_id, "category": match.category,
+                            "peak": [row, col], "hit": bool(region[row, col]),
+                            "center_hit": bool(region[h // 2, w // 2]),
+                            "random_hit": _random_point_hit(region, seed, key),
+                            "random_hit_rate": float(region.mean()),
+                        })
+                        computed += 1
+            writer.write(record)
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - start
+    barrier(shard)
+    if not shard.is_main:
+        return None
+    records = merge(out, key="key", order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
+    summary = _run_summary(records, method, tolerance, seed)
+    summary["items_per_second"] = computed * shard.world_size / seconds if seconds > 0 and computed else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _plot_per_category(summary, out / "per_category.png")
+    return summary
+
+
+def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, seed: int) -> dict[str, Any]:
+    words = [r for r in records if r["type"] == "word"]
+    images = [r for r in records if r["type"] == "image"]
+    per_cat: dict[str, list[bool]] = defaultdict(list)
+    for r in words:
+        per_cat[r["category"]].append(r["hit"])
+    n = len(words)
+    hits = sum(r["hit"] for r in words)
+    skipped: dict[str, int] = defaultdict(int)
+    for r in images:
+        if r["skipped"]:
+            skipped[r["skipped"]] += 1
+    return {
+        "method": method,
+        "tolerance": tolerance,
+        "seed": seed,
+        "images": len(images),
+        "captions": sum(r["captions"] for r in images),
+        "accuracy": hits / n if n else None,
+        "hits": hits,
+        "misses": n - hits,
+        "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
+        "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
+        "baselines": {
+            "center": sum(r["center_hit"] for r in words) / n if n else None,
+            "random": sum(r["random_hit"] for r in words) / n if n else None,
+            "random_expected": float(np.mean([r["random_hit_rate"] for r in words])) if n else None,
+        },
+        "skipped": dict(sorted(skipped.items())),
+        "not_annotated": sum(r["not_annotated"] for r in images),
+    }
+
+
+def _plot_per_category(summary: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    cats = list(summary["per_category"])
+    fig = Figure(figsize=(max(4.0, 0.5 * len(cats) + 2), 3.2))
+    ax = fig.subplots()
+    ax.bar(range(len(cats)), [summary["per_category"][c] for c in cats], color="tab:blue", label="Grad-CAM")
+    for name, style in (("center", "--"), ("random", ":")):
+        value = summary["baselines"][name]
+        if value is not None:
+            ax.axhline(value, linestyle=style, color="k", label=f"{name} baseline")
+    ax.set_xticks(range(len(cats)))
+    ax.set_xticklabels(cats, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("pointing accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"pointing game, tolerance {summary['tolerance']} px: {summary['accuracy'] or 0:.1%} overall",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,72 @@
+"""scripts/eval_pointing.py: resumes to the same summary, records bad images, shards over 2 processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vlcam
+from vlcam.data.synthetic import generate
+from vlcam.data.wordmap import WordMap
+from vlcam.demo import shipped_checkpoint
+from vlcam.eval.pointing import run_pointing_game
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = "items_per_second"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    generate(out, num_images=6, image_size=128, seed=31, val_fraction=1.0, workers=1)
+    (out / "images" / "synth_000002.png").unlink()  # a missing image
+    (out / "images" / "synth_000003.png").write_bytes(b"not a png")  # an unreadable one
+    return out
+
+
+def run(world, out, **kwargs):
+    return run_pointing_game(out, vlcam.load(shipped_checkpoint()), world / "captions_val.json",
+                             world / "instances_val.json", world / "images", WordMap.builtin("synthetic"),
+                             num_workers=0, progress=False, **kwargs)
+
+
+def without_timing(summary):
+    return {k: v for k, v in summary.items() if k != TIMING}
+
+
+def test_interrupted_run_resumes_to_the_same_summary(world, tmp_path):
+    full = run(world, tmp_path / "full")
+    assert full["images"] == 6 and full["skipped"] == {"missing image": 1, "unreadable image": 1}
+    assert full["hits"] + full["misses"] > 0
+    assert set(full["baselines"]) == {"center", "random", "random_expected"}
+    items = (tmp_path / "full" / "items.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["type"] == "word" for line in items) == full["hits"] + full["misses"]
+    assert (tmp_path / "full" / "per_category.png").is_file()
+
+    part = tmp_path / "part"
+    run(world, part, limit=3)  # the "interruption": only the first images are done
+    lines = (part / "items.jsonl").read_text().splitlines()
+    (part / "items.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])  # torn last line
+    resumed = run(world, part)
+    assert without_timing(resumed) == without_timing(full)
+    assert json.loads((part / "summary.json").read_text())["hits"] == full["hits"]
+
+
+def test_two_gloo_processes_give_the_single_process_summary(world, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    single = run(world, tmp_path / "single")
+    done = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "--master_port=29533", str(ROOT / "scripts" / "eval_pointing.py"),
+         "--captions", str(world / "captions_val.json"), "--instances", str(world / "instances_val.json"),
+         "--images", str(world / "images"), "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "dist")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    distributed = json.loads((tmp_path / "dist" / "summary.json").read_text())
+    assert without_timing(distributed) == without_timing(single)
+    assert not list((tmp_path / "dist").glob("items.rank*.jsonl"))

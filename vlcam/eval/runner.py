@@ -1,0 +1,119 @@
+"""Resumable, shardable evaluation runs: items are appended to JSON lines as they finish.
+
+A run over a list of work units (images) writes one JSON line per result. On restart the
+units whose results are already on disk are skipped, so an interrupted run ends with the
+same results as an uninterrupted one. Under ``torchrun --nproc_per_node=N`` (any backend;
+gloo on the CPU) the units are sharded by rank, each rank appends to its own file, and
+rank 0 merges them into ``items.jsonl`` once every rank is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ITEMS_FILE = "items.jsonl"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in a (possibly distributed) run."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_shard() -> Shard:
+    """Return this process's shard, joining torchrun's process group when there is one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Shard()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Shard(dist.get_rank(), dist.get_world_size())
+
+
+def barrier(shard: Shard) -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    if shard.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shard_file(out_dir: Path, shard: Shard) -> Path:
+    """Return the file this rank appends to: items.jsonl alone, or items.rank<R>.jsonl."""
+    return out_dir / (ITEMS_FILE if shard.world_size == 1 else f"items.rank{shard.rank}.jsonl")
+
+
+def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Return the JSON records of the given JSON-lines files; a torn last line is dropped."""
+    records = []
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the line an interrupted write left half-written
+    return records
+
+
+def existing_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Return every record already written under `out_dir` (merged file and rank files)."""
+    return read_records([out_dir / ITEMS_FILE, *sorted(out_dir.glob("items.rank*.jsonl"))])
+
+
+class Appender:
+    """Appends records to a JSON-lines file, flushed after each, so a crash loses at most one."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last line, so the next record does not get glued onto it."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def merge(out_dir: Path, key: str, order: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
+    """Return all records, one per `key` value, sorted by `order`, after rewriting items.jsonl.
+
+    `order` should put a work unit's completion record after its results, as appending does,
+    so that a file cut anywhere still resumes correctly.
+    """
+    unique: dict[Any, dict[str, Any]] = {}
+    for record in existing_records(out_dir):
+        unique[json.dumps(record[key])] = record
+    records = sorted(unique.values(), key=order)
+    tmp = out_dir / (ITEMS_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(out_dir / ITEMS_FILE)
+    for rank_file in out_dir.glob("items.rank*.jsonl"):
+        rank_file.unlink()
+    return records
