@@ -1,6 +1,7 @@
-"""Caption evaluations beyond pointing: box ratio (Sec. 8.1) and occlusion faithfulness (Sec. 5.3).
+"""Evaluations beyond pointing: box ratio (Sec. 8.1), occlusion faithfulness (Sec. 5.3) and
+correlation with human attention (Sec. 8.2).
 
-Both are resumable runs over JSON-lines items (see :mod:`vlcam.eval.runner`), sharded by
+All three are resumable runs over JSON-lines items (see :mod:`vlcam.eval.runner`), sharded by
 rank under torchrun, each with a `summary.json`.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from vlcam.data.wordmap import WordMap
@@ -168,4 +170,94 @@ def run_caption_occlusion(
     return summary
 
 
-__all__ = ["run_box_ratio", "run_caption_occlusion"]
+
+
+def _on_grid(heat: Any, grid: int) -> Any:
+    import torch.nn.functional as F
+
+    return F.interpolate(heat[None, None].float(), size=(grid, grid), mode="area")[0, 0]
+
+
+def run_human_attention(
+    out_dir: str | Path,
+    model: nn.Module,
+    questions_json: str | Path,
+    images_dir: str | Path,
+    attention_dir: str | Path,
+    *,
+    image_pattern: str = "COCO_{split}2014_{image_id:012d}.jpg",
+    grid: int = 14,
+    seed: int = 0,
+    limit: int | None = None,
+) -> dict[str, Any] | None:
+    """Return (on rank 0) the mean rank correlation of answer maps with human attention (Sec. 8.2).
+
+    Human attention maps are grayscale images named ``<question_id>.png`` in
+    `attention_dir` (VQA-HAT style). Both maps are averaged onto a `grid` x `grid` grid
+    before Spearman's rho; the model's top answer is explained. A random map, seeded per
+    question, gives the chance baseline (about 0).
+    """
+    from PIL import Image
+
+    from vlcam.data.vqa import format_image_name
+    from vlcam.explain.answer import explain_answer
+
+    out, shard = Path(out_dir), init_shard()
+    out.mkdir(parents=True, exist_ok=True)
+    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
+    subtype = str(data.get("data_subtype", ""))
+    split = subtype.rstrip("0123456789")
+    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
+    done = {r["key"] for r in existing_records(out)}
+    writer = Appender(shard_file(out, shard))
+    start, computed = time.perf_counter(), 0
+    try:
+        for q in questions[shard.rank::shard.world_size]:
+            if q["question_id"] in done:
+                continue
+            record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
+            hat = Path(attention_dir) / f"{q['question_id']}.png"
+            image = Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype)
+            if not hat.is_file():
+                record["skipped"] = "no human attention map"
+            elif not image.is_file():
+                record["skipped"] = "missing image"
+            else:
+                with Image.open(hat) as im:
+                    human = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
+                explanation = explain_answer(model, image, q["question"])
+                chance = torch.from_numpy(np.random.default_rng([seed, q["question_id"]]).random((grid, grid)))
+                human_grid = _on_grid(human, grid)
+                record.update(
+                    answer=explanation.answers[0],
+                    gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
+                    random=rank_correlation(chance, human_grid),
+                )
+                computed += 1
+            writer.write(record)
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - start
+    barrier(shard)
+    if not shard.is_main:
+        return None
+    records = merge(out, key="key", order=lambda r: r["key"])
+    scored = [r for r in records if "gradcam" in r]
+    summary: dict[str, Any] = {"questions": len(records), "scored": len(scored), "grid": grid}
+    for method in ("gradcam", "random"):
+        values = np.array([r[method] for r in scored])
+        summary[method] = {
+            "mean_rank_correlation": float(values.mean()) if values.size else None,
+            "standard_error": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None,
+        }
+    skipped: dict[str, int] = {}
+    for r in records:
+        if "skipped" in r:
+            skipped[r["skipped"]] = skipped.get(r["skipped"], 0) + 1
+    summary["skipped"] = skipped
+    summary["items_per_second"] = computed * shard.world_size / seconds if computed and seconds > 0 else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+__all__ = ["run_box_ratio", "run_caption_occlusion", "run_human_attention"]
