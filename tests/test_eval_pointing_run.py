@@ -45,7 +45,12 @@ def test_interrupted_run_resumes_to_the_same_summary(world, tmp_path):
     assert full["hits"] + full["misses"] > 0
     assert set(full["baselines"]) == {"center", "random", "random_expected"}
     items = (tmp_path / "full" / "items.jsonl").read_text().splitlines()
-    assert sum(json.loads(line)["type"] == "word" for line in items) == full["hits"] + full["misses"]
+    words = [json.loads(line) for line in items if json.loads(line)["type"] == "word"]
+    assert len(words) == full["hits"] + full["misses"]
+    ious = [w["box_iou"] for w in words]
+    assert full["localization"]["mean_iou"] == pytest.approx(sum(ious) / len(ious))
+    assert full["localization"]["share_iou_at_least_0.5"] == pytest.approx(sum(i >= 0.5 for i in ious) / len(ious))
+    assert all(0.0 <= i <= 1.0 for i in ious)
     assert (tmp_path / "full" / "per_category.png").is_file()
 
     part = tmp_path / "part"

@@ -23,6 +23,7 @@ import numpy as np
 from torch import nn
 
 from vlcam.data.wordmap import WordMap
+from vlcam.eval.localization import box_from_map, box_iou
 from vlcam.text import tokenize
 
 
@@ -69,6 +70,14 @@ def category_masks(coco: Any, image_id: int) -> dict[int, np.ndarray]:
         cat = ann["category_id"]
         masks[cat] = masks[cat] | mask if cat in masks else mask
     return masks
+
+
+def category_boxes(coco: Any, image_id: int) -> dict[int, list[list[float]]]:
+    """Return, per category id, the COCO boxes [x, y, w, h] of its instances in one image."""
+    boxes: dict[int, list[list[float]]] = defaultdict(list)
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None)):
+        boxes[ann["category_id"]].append(ann["bbox"])
+    return boxes
 
 
 def iter_caption_pointing(
@@ -248,6 +257,7 @@ def run_pointing_game(
                                       "skipped": reason, "not_annotated": 0, "captions": 0}
             if pixels is not None:
                 masks = category_masks(instances, image_id)
+                boxes = category_boxes(instances, image_id)
                 grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
                 h, w = pixels.shape[:2]
                 for ann in captions.loadAnns(captions.getAnnIds(imgIds=[image_id])):
@@ -263,9 +273,10 @@ def run_pointing_game(
                     if shard.is_main and figures < examples:
                         explanation.save(out / f"example_{image_id}_{ann['id']}.png")
                         figures += 1
-                    for match, (row, col) in zip(present, explanation.word_peaks()):
+                    for match, (row, col), heat in zip(present, explanation.word_peaks(), explanation.word_maps):
                         region = grown[match.category_id]
                         key = (image_id, ann["id"], match.head)
+                        box = box_from_map(heat)
                         writer.write({
                             "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
                             "word_index": match.head, "word": tokens[match.head],
@@ -274,6 +285,9 @@ def run_pointing_game(
                             "center_hit": bool(region[h // 2, w // 2]),
                             "random_hit": _random_point_hit(region, seed, key),
                             "random_hit_rate": float(region.mean()),
+                            "box": None if box is None else list(box),
+                            "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
+                            if box is not None else 0.0,
                         })
                         computed += 1
             writer.write(record)
@@ -321,6 +335,12 @@ def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, see
         },
         "skipped": dict(sorted(skipped.items())),
         "not_annotated": sum(r["not_annotated"] for r in images),
+        # Sec. 4.1: the box around the largest segment above 15% of the map's maximum,
+        # against the best-matching ground-truth box of the word's category.
+        "localization": {
+            "mean_iou": float(np.mean([r["box_iou"] for r in words])) if n else None,
+            "share_iou_at_least_0.5": sum(r["box_iou"] >= 0.5 for r in words) / n if n else None,
+        },
     }
 
 
