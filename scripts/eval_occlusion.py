@@ -5,7 +5,8 @@
         [--batch-size 64] [--limit N] --out OUT_DIR
 
 Compares Grad-CAM and guided backpropagation against occlusion maps for each visual word.
-Resumable; runs under torchrun too. (VQA answers: not yet.)
+With --questions Q.json (and a VQA --checkpoint), it does the same for each question's top
+answer instead. Resumable; runs under torchrun too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--captions", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--captions", help="COCO captions file: explain each visual word")
+    source.add_argument("--questions", help="VQA questions file: explain each top answer")
+    parser.add_argument("--image-pattern", default="COCO_{split}2014_{image_id:012d}.jpg",
+                        help="image file names for --questions")
     parser.add_argument("--images", required=True)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--word-map", default=None)
@@ -33,9 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     import vlcam
     from vlcam.data.wordmap import WordMap
     from vlcam.demo import shipped_checkpoint
-    from vlcam.eval.faithfulness import run_caption_occlusion
+    from vlcam.eval.faithfulness import run_answer_occlusion, run_caption_occlusion
 
     model = vlcam.load(args.checkpoint or shipped_checkpoint(), map_location=args.device)
+    if args.questions:
+        summary = run_answer_occlusion(args.out, model, args.questions, args.images, image_pattern=args.image_pattern,
+                                       patch=args.patch, stride=args.stride, fill=args.fill,
+                                       batch_size=args.batch_size, limit=args.limit)
+        if summary is not None:
+            print(json.dumps(summary, indent=2))
+        return 0
     word_map = WordMap.from_file(args.word_map) if args.word_map else WordMap.builtin("synthetic")
     summary = run_caption_occlusion(args.out, model, args.captions, args.images, word_map, patch=args.patch,
                                     stride=args.stride, fill=args.fill, batch_size=args.batch_size,

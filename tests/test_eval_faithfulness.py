@@ -42,3 +42,26 @@ def test_occlusion_correlation_is_reported_for_gradcam_and_guided_backprop(model
     for method in ("gradcam", "guided_backprop"):
         assert -1.0 <= summary[method]["mean_rank_correlation"] <= 1.0
     assert summary["gradcam"]["mean_rank_correlation"] > 0  # Grad-CAM agrees with occlusion
+
+
+def test_answer_occlusion_run_scores_each_question_and_records_missing_images(tmp_path):
+    import torch
+
+    from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
+    from vlcam.eval.faithfulness import run_answer_occlusion
+    from vlcam.text import Vocabulary
+
+    world = tmp_path / "w"
+    generate(world, num_images=3, image_size=64, seed=8, val_fraction=1.0, workers=1)
+    (world / "images" / "synth_000003.png").unlink()
+    data = json.loads((world / "vqa_questions_val.json").read_text())
+    missing = sum(q["image_id"] == 3 for q in data["questions"])
+    torch.manual_seed(0)
+    vocab = Vocabulary.from_captions([q["question"] for q in data["questions"]], min_count=1)
+    model = VQALSTMCNN(vocab, ["yes", "no", "red", "1"], image_size=64)
+    summary = run_answer_occlusion(tmp_path / "occ", model, world / "vqa_questions_val.json", world / "images",
+                                   image_pattern="synth_{image_id:06d}.png", patch=16, stride=16)
+    assert summary["questions"] == len(data["questions"])
+    assert summary["skipped"] == missing and summary["scored"] == len(data["questions"]) - missing
+    for method in ("gradcam", "guided_backprop"):
+        assert -1.0 <= summary[method]["mean_rank_correlation"] <= 1.0
