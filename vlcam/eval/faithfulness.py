@@ -19,8 +19,23 @@ from torch import nn
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
-from vlcam.eval.runner import Appender, barrier, existing_records, init_shard, merge, shard_file
+from vlcam.eval.runner import Appender, barrier, existing_records, image_loader, init_shard, merge, shard_file
 from vlcam.text import tokenize
+
+
+def _pending(
+    units: list[Any], key: Any, path_of: Any, shard: Any, done: set[Any], num_workers: int, desc: str
+) -> Any:
+    """Yield (unit, pixels or None, reason) for this rank's units not done yet.
+
+    Images are decoded in DataLoader workers; rank 0 shows a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    mine = [u for u in units[shard.rank::shard.world_size] if key(u) not in done]
+    loader = image_loader(list(range(len(mine))), [path_of(u) for u in mine], num_workers)
+    for i, pixels, reason in tqdm(loader, total=len(mine), disable=not shard.is_main, desc=desc):
+        yield mine[i], pixels, reason
 
 
 def run_box_ratio(
@@ -31,6 +46,7 @@ def run_box_ratio(
     *,
     image_pattern: str = "synth_{image_id:06d}.png",
     limit: int | None = None,
+    num_workers: int = 2,
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean inside/outside ratio of region-phrase caption maps.
 
@@ -47,17 +63,16 @@ def run_box_ratio(
     writer = Appender(shard_file(out, shard))
     start, computed = time.perf_counter(), 0
     try:
-        for index in range(shard.rank, len(regions), shard.world_size):
-            if index in done:
-                continue
-            region = regions[index]
-            path = Path(images_dir) / image_pattern.format(image_id=region["image_id"])
+        units = list(enumerate(regions))
+        for (index, region), pixels, reason in _pending(
+                units, lambda u: u[0], lambda u: Path(images_dir) / image_pattern.format(image_id=u[1]["image_id"]),
+                shard, done, num_workers, "box ratio"):
             record: dict[str, Any] = {"key": index, "image_id": region["image_id"], "phrase": region["phrase"]}
-            if not path.is_file():
-                record["skipped"] = "missing image"
+            if reason:
+                record["skipped"] = reason
             else:
                 try:
-                    heat = explain_caption(model, path, region["phrase"], words=[]).caption_map
+                    heat = explain_caption(model, pixels, region["phrase"], words=[]).caption_map
                     record["ratio"] = box_ratio(heat, region["bbox"])
                     computed += 1
                 except ValueError as err:
@@ -100,6 +115,7 @@ def run_caption_occlusion(
     fill: float = 0.0,
     batch_size: int = 64,
     limit: int | None = None,
+    num_workers: int = 2,
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation of Grad-CAM and of guided backprop with
     occlusion maps, over the visual words of the first `limit` captions (Sec. 5.3).
@@ -124,17 +140,16 @@ def run_caption_occlusion(
     writer = Appender(shard_file(out, shard))
     start, computed = time.perf_counter(), 0
     try:
-        for ann in anns[shard.rank::shard.world_size]:
-            if ann["id"] in done:
-                continue
-            info = captions.loadImgs([ann["image_id"]])[0]
-            path = Path(images_dir) / info["file_name"]
+        for ann, pixels, reason in _pending(
+                anns, lambda a: a["id"],
+                lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
+                shard, done, num_workers, "caption occlusion"):
             record: dict[str, Any] = {"key": ann["id"], "image_id": ann["image_id"], "words": []}
             heads = [m.head for m in word_map.match(tokenize(ann["caption"]))]
-            if not path.is_file():
-                record["skipped"] = "missing image"
+            if reason:
+                record["skipped"] = reason
             elif heads:
-                x, _ = preprocess(path, model.image_size, tuple(model.mean), tuple(model.std))
+                x, _ = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))
                 x = x.to(device)
                 explanation = explain_caption(model, x, ann["caption"], words=heads)
                 tokens = model.encode_captions([ann["caption"]])
@@ -189,6 +204,7 @@ def run_human_attention(
     grid: int = 14,
     seed: int = 0,
     limit: int | None = None,
+    num_workers: int = 2,
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation of answer maps with human attention (Sec. 8.2).
 
@@ -212,20 +228,20 @@ def run_human_attention(
     writer = Appender(shard_file(out, shard))
     start, computed = time.perf_counter(), 0
     try:
-        for q in questions[shard.rank::shard.world_size]:
-            if q["question_id"] in done:
-                continue
+        for q, pixels, reason in _pending(
+                questions, lambda q: q["question_id"],
+                lambda q: Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype),
+                shard, done, num_workers, "human attention"):
             record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
             hat = Path(attention_dir) / f"{q['question_id']}.png"
-            image = Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype)
             if not hat.is_file():
                 record["skipped"] = "no human attention map"
-            elif not image.is_file():
-                record["skipped"] = "missing image"
+            elif reason:
+                record["skipped"] = reason
             else:
                 with Image.open(hat) as im:
                     human = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
-                explanation = explain_answer(model, image, q["question"])
+                explanation = explain_answer(model, pixels, q["question"])
                 chance = torch.from_numpy(np.random.default_rng([seed, q["question_id"]]).random((grid, grid)))
                 human_grid = _on_grid(human, grid)
                 record.update(
@@ -272,6 +288,7 @@ def run_answer_occlusion(
     fill: float = 0.0,
     batch_size: int = 64,
     limit: int | None = None,
+    num_workers: int = 2,
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation with occlusion maps of the Grad-CAM and
     guided-backprop maps of each question's top answer (paper Sec. 8.2: 0.60 against 0.42)."""
@@ -291,16 +308,16 @@ def run_answer_occlusion(
     writer = Appender(shard_file(out, shard))
     start, computed = time.perf_counter(), 0
     try:
-        for q in questions[shard.rank::shard.world_size]:
-            if q["question_id"] in done:
-                continue
+        split = subtype.rstrip("0123456789")
+        for q, pixels, reason in _pending(
+                questions, lambda q: q["question_id"],
+                lambda q: Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype),
+                shard, done, num_workers, "answer occlusion"):
             record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
-            path = Path(images_dir) / format_image_name(image_pattern, q["image_id"], subtype.rstrip("0123456789"),
-                                                        subtype)
-            if not path.is_file():
-                record["skipped"] = "missing image"
+            if reason:
+                record["skipped"] = reason
             else:
-                x, _ = preprocess(path, model.image_size, tuple(model.mean), tuple(model.std))
+                x, _ = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))
                 x = x.to(device)
                 explanation = explain_answer(model, x, q["question"])
                 index = explanation.answer_indices[0]

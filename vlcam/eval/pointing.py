@@ -178,32 +178,6 @@ def caption_pointing_game(model: nn.Module, captions_json: str | Path, instances
 
 # --- Resumable, shardable runs (scripts/eval_pointing.py) ---------------------------------
 
-def _load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        return None, "missing image"
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), None
-    except (UnidentifiedImageError, OSError):
-        return None, "unreadable image"
-
-
-class _Images:
-    """DataLoader dataset: (image_id, pixels or None, reason) per image, decoded in workers."""
-
-    def __init__(self, ids: list[int], paths: list[Path]) -> None:
-        self.ids, self.paths = ids, paths
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        pixels, reason = _load_image(self.paths[i])
-        return self.ids[i], pixels, reason
-
-
 def _random_point_hit(region: np.ndarray, seed: int, key: tuple[int, int, int]) -> bool:
     # Seeded per item, not per process, so any sharding draws the same points.
     rng = np.random.default_rng([seed, *key])
@@ -232,10 +206,9 @@ def run_pointing_game(
     `summary.json`, `per_category.png` and a few example figures. Images already finished
     in `out_dir` are skipped; under torchrun the images are sharded by rank.
     """
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from vlcam.eval.runner import Appender, barrier, existing_records, init_shard, merge, shard_file
+    from vlcam.eval.runner import Appender, barrier, existing_records, image_loader, init_shard, merge, shard_file
     from vlcam.explain.caption import explain_caption
 
     out = Path(out_dir)
@@ -246,8 +219,7 @@ def run_pointing_game(
     done = {r["image_id"] for r in existing_records(out) if r.get("type") == "image"}
     mine = [i for i in image_ids[shard.rank::shard.world_size] if i not in done]
     paths = [Path(images_dir) / captions.loadImgs([i])[0]["file_name"] for i in mine]
-    loader = DataLoader(_Images(mine, paths), batch_size=None, num_workers=num_workers if mine else 0,
-                        collate_fn=lambda x: x)
+    loader = image_loader(mine, paths, num_workers)
     writer = Appender(shard_file(out, shard))
     start, computed, figures = time.perf_counter(), 0, 0
     try:

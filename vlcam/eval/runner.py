@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ITEMS_FILE = "items.jsonl"
 
 
@@ -117,3 +119,43 @@ def merge(out_dir: Path, key: str, order: Callable[[dict[str, Any]], Any]) -> li
     for rank_file in out_dir.glob("items.rank*.jsonl"):
         rank_file.unlink()
     return records
+
+
+def load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """Return (RGB pixels H x W x 3, None), or (None, the reason it could not be read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return None, "missing image"
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")), None
+    except (UnidentifiedImageError, OSError):
+        return None, "unreadable image"
+
+
+class _ImageFiles:
+    """(key, pixels or None, reason) per image file; decoded in DataLoader workers."""
+
+    def __init__(self, keys: list[Any], paths: list[Path]) -> None:
+        self.keys, self.paths = keys, paths
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> tuple[Any, np.ndarray | None, str | None]:
+        pixels, reason = load_image(self.paths[i])
+        return self.keys[i], pixels, reason
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def image_loader(keys: list[Any], paths: list[Path], num_workers: int = 2) -> Any:
+    """Return a DataLoader yielding (key, pixels or None, reason), images decoded in workers."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_ImageFiles(keys, paths), batch_size=None, num_workers=num_workers if keys else 0,
+                      collate_fn=_as_is)
+
