@@ -23,6 +23,31 @@ from vlcam.eval.runner import Appender, barrier, existing_records, image_loader,
 from vlcam.text import tokenize
 
 
+EXAMPLES = 4
+
+
+def _example(out: Path, shard: Any, done_so_far: int, name: str, image: np.ndarray, maps: list[Any],
+             titles: list[str], title: str, box: list[float] | None = None) -> None:
+    """Save one of the first EXAMPLES overlay figures of a run (rank 0 only)."""
+    if not shard.is_main or done_so_far >= EXAMPLES:
+        return
+    from matplotlib.patches import Rectangle
+
+    from vlcam.explain.figures import overlay_figure, save_figure
+
+    fig = overlay_figure(image, [m.detach().cpu() for m in maps], titles, suptitle=title)
+    if box is not None:
+        for ax in fig.axes[: 1 + len(maps)]:
+            ax.add_patch(Rectangle((box[0], box[1]), box[2], box[3], fill=False, color="white", linewidth=1.5))
+    save_figure(fig, out / f"example_{name}.png")
+
+
+def _resized(heat: Any, size: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.interpolate(heat[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+
+
 def _pending(
     units: list[Any], key: Any, path_of: Any, shard: Any, done: set[Any], num_workers: int, desc: str
 ) -> Any:
@@ -74,6 +99,8 @@ def run_box_ratio(
                 try:
                     heat = explain_caption(model, pixels, region["phrase"], words=[]).caption_map
                     record["ratio"] = box_ratio(heat, region["bbox"])
+                    _example(out, shard, computed, f"box_{index}", pixels, [heat],
+                             [f"ratio {record['ratio']:.2f}"], region["phrase"], box=region["bbox"])
                     computed += 1
                 except ValueError as err:
                     record["skipped"] = str(err).split(":")[0][:80]
@@ -162,6 +189,9 @@ def run_caption_occlusion(
                         "gradcam": rank_correlation(cam, occlusion),
                         "guided_backprop": rank_correlation(guided, occlusion),
                     })
+                    _example(out, shard, computed, f"occlusion_{ann['id']}_{t}", explanation.image,
+                             [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
+                             f"{ann['caption']} [{tokenize(ann['caption'])[t]}]")
                     computed += 1
             writer.write(record)
     finally:
@@ -249,6 +279,9 @@ def run_human_attention(
                     gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
                     random=rank_correlation(chance, human_grid),
                 )
+                _example(out, shard, computed, f"attention_{q['question_id']}", pixels,
+                         [explanation.maps[0], _resized(human, explanation.maps[0].shape)],
+                         [f"Grad-CAM '{explanation.answers[0]}'", "human attention"], q["question"])
                 computed += 1
             writer.write(record)
     finally:
@@ -329,6 +362,9 @@ def run_answer_occlusion(
                 record.update(answer=explanation.answers[0],
                               gradcam=rank_correlation(explanation.maps[0], occlusion),
                               guided_backprop=rank_correlation(guided, occlusion))
+                _example(out, shard, computed, f"occlusion_{q['question_id']}", explanation.image,
+                         [explanation.maps[0], occlusion.clamp(min=0), guided],
+                         [f"Grad-CAM '{explanation.answers[0]}'", "occlusion", "guided backprop"], q["question"])
                 computed += 1
             writer.write(record)
     finally:
