@@ -1,14 +1,13 @@
 """Evaluations beyond pointing: box ratio (Sec. 8.1), occlusion faithfulness (Sec. 5.3) and
 correlation with human attention (Sec. 8.2).
 
-All three are resumable runs over JSON-lines items (see :mod:`vlcam.eval.runner`), sharded by
-rank under torchrun, each with a `summary.json`.
+All are resumable runs over JSON-lines items (see :class:`vlcam.eval.runner.Run`),
+sharded by rank under torchrun, each with a `summary.json` and a few example overlays.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,16 @@ from torch import nn
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
-from vlcam.eval.runner import Appender, barrier, existing_records, image_loader, init_shard, merge, shard_file
+from vlcam.eval.runner import Run, mean_and_error, skip_counts
 from vlcam.text import tokenize
-
 
 EXAMPLES = 4
 
 
-def _example(out: Path, shard: Any, done_so_far: int, name: str, image: np.ndarray, maps: list[Any],
-             titles: list[str], title: str, box: list[float] | None = None) -> None:
+def _example(run: Run, name: str, image: np.ndarray, maps: list[Any], titles: list[str], title: str,
+             box: list[float] | None = None) -> None:
     """Save one of the first EXAMPLES overlay figures of a run (rank 0 only)."""
-    if not shard.is_main or done_so_far >= EXAMPLES:
+    if not run.shard.is_main or run.computed >= EXAMPLES:
         return
     from matplotlib.patches import Rectangle
 
@@ -39,28 +37,27 @@ def _example(out: Path, shard: Any, done_so_far: int, name: str, image: np.ndarr
     if box is not None:
         for ax in fig.axes[: 1 + len(maps)]:
             ax.add_patch(Rectangle((box[0], box[1]), box[2], box[3], fill=False, color="white", linewidth=1.5))
-    save_figure(fig, out / f"example_{name}.png")
+    save_figure(fig, run.out / f"example_{name}.png")
 
 
-def _resized(heat: Any, size: Any) -> Any:
-    import torch.nn.functional as F
-
-    return F.interpolate(heat[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+def _correlations(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
+    return {m: mean_and_error((r[m] for r in records), "mean_rank_correlation") for m in methods}
 
 
-def _pending(
-    units: list[Any], key: Any, path_of: Any, shard: Any, done: set[Any], num_workers: int, desc: str
-) -> Any:
-    """Yield (unit, pixels or None, reason) for this rank's units not done yet.
+def _vqa_questions(questions_json: str | Path, images_dir: str | Path, image_pattern: str,
+                   limit: int | None) -> tuple[list[dict[str, Any]], Any]:
+    """Return (the first `limit` questions by id, question -> image path) of a VQA questions file."""
+    from vlcam.data.vqa import format_image_name
 
-    Images are decoded in DataLoader workers; rank 0 shows a progress bar.
-    """
-    from tqdm.auto import tqdm
+    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
+    subtype = str(data.get("data_subtype", ""))
+    split = subtype.rstrip("0123456789")
+    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
 
-    mine = [u for u in units[shard.rank::shard.world_size] if key(u) not in done]
-    loader = image_loader(list(range(len(mine))), [path_of(u) for u in mine], num_workers)
-    for i, pixels, reason in tqdm(loader, total=len(mine), disable=not shard.is_main, desc=desc):
-        yield mine[i], pixels, reason
+    def path_of(q: dict[str, Any]) -> Path:
+        return Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype)
+
+    return questions, path_of
 
 
 def run_box_ratio(
@@ -81,17 +78,12 @@ def run_box_ratio(
     """
     from vlcam.explain.caption import explain_caption
 
-    out, shard = Path(out_dir), init_shard()
-    out.mkdir(parents=True, exist_ok=True)
     regions = json.loads(Path(regions_json).read_text(encoding="utf-8"))["regions"][:limit]
-    done = {r["key"] for r in existing_records(out)}
-    writer = Appender(shard_file(out, shard))
-    start, computed = time.perf_counter(), 0
-    try:
-        units = list(enumerate(regions))
-        for (index, region), pixels, reason in _pending(
-                units, lambda u: u[0], lambda u: Path(images_dir) / image_pattern.format(image_id=u[1]["image_id"]),
-                shard, done, num_workers, "box ratio"):
+    with Run(out_dir) as run:
+        for (index, region), pixels, reason in run.pending(
+                list(enumerate(regions)), lambda u: u[0],
+                lambda u: Path(images_dir) / image_pattern.format(image_id=u[1]["image_id"]),
+                num_workers, "box ratio"):
             record: dict[str, Any] = {"key": index, "image_id": region["image_id"], "phrase": region["phrase"]}
             if reason:
                 record["skipped"] = reason
@@ -99,35 +91,23 @@ def run_box_ratio(
                 try:
                     heat = explain_caption(model, pixels, region["phrase"], words=[]).caption_map
                     record["ratio"] = box_ratio(heat, region["bbox"])
-                    _example(out, shard, computed, f"box_{index}", pixels, [heat],
-                             [f"ratio {record['ratio']:.2f}"], region["phrase"], box=region["bbox"])
-                    computed += 1
+                    _example(run, f"box_{index}", pixels, [heat], [f"ratio {record['ratio']:.2f}"],
+                             region["phrase"], box=region["bbox"])
+                    run.computed += 1
                 except ValueError as err:
                     record["skipped"] = str(err).split(":")[0][:80]
-            writer.write(record)
-    finally:
-        writer.close()
-    seconds = time.perf_counter() - start
-    barrier(shard)
-    if not shard.is_main:
+            run.write(record)
+    records = run.finish(order=lambda r: r["key"])
+    if records is None:
         return None
-    records = merge(out, key="key", order=lambda r: r["key"])
-    ratios = np.array([r["ratio"] for r in records if "ratio" in r and np.isfinite(r["ratio"])])
-    skipped: dict[str, int] = {}
-    for r in records:
-        if "skipped" in r:
-            skipped[r["skipped"]] = skipped.get(r["skipped"], 0) + 1
-    summary = {
+    ratios = [r["ratio"] for r in records if "ratio" in r]
+    return run.write_summary({
         "regions": len(records),
-        "mean_ratio": float(ratios.mean()) if ratios.size else None,
-        "standard_error": float(ratios.std(ddof=1) / np.sqrt(ratios.size)) if ratios.size > 1 else None,
+        **mean_and_error((x for x in ratios if np.isfinite(x)), "mean_ratio"),
         "uniform_map_ratio": 1.0,
-        "infinite_ratios": sum(1 for r in records if "ratio" in r and not np.isfinite(r["ratio"])),
-        "skipped": skipped,
-        "items_per_second": computed * shard.world_size / seconds if computed and seconds > 0 else None,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return summary
+        "infinite_ratios": sum(1 for x in ratios if not np.isfinite(x)),
+        "skipped": skip_counts(records),
+    })
 
 
 def run_caption_occlusion(
@@ -157,27 +137,22 @@ def run_caption_occlusion(
     from vlcam.image import preprocess
     from vlcam.targets import WordLogProb
 
-    out, shard = Path(out_dir), init_shard()
-    out.mkdir(parents=True, exist_ok=True)
     captions = load_coco(captions_json)
     anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
-    done = {r["key"] for r in existing_records(out)}
     scorer = CaptionScorer(model).eval()
     device = next(model.parameters()).device
-    writer = Appender(shard_file(out, shard))
-    start, computed = time.perf_counter(), 0
-    try:
-        for ann, pixels, reason in _pending(
+    with Run(out_dir) as run:
+        for ann, pixels, reason in run.pending(
                 anns, lambda a: a["id"],
                 lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
-                shard, done, num_workers, "caption occlusion"):
+                num_workers, "caption occlusion"):
             record: dict[str, Any] = {"key": ann["id"], "image_id": ann["image_id"], "words": []}
-            heads = [m.head for m in word_map.match(tokenize(ann["caption"]))]
+            tokens_text = tokenize(ann["caption"])
+            heads = [m.head for m in word_map.match(tokens_text)]
             if reason:
                 record["skipped"] = reason
             elif heads:
-                x, _ = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))
-                x = x.to(device)
+                x = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))[0].to(device)
                 explanation = explain_caption(model, x, ann["caption"], words=heads)
                 tokens = model.encode_captions([ann["caption"]])
                 for t, cam in zip(heads, explanation.word_maps):
@@ -189,38 +164,24 @@ def run_caption_occlusion(
                         "gradcam": rank_correlation(cam, occlusion),
                         "guided_backprop": rank_correlation(guided, occlusion),
                     })
-                    _example(out, shard, computed, f"occlusion_{ann['id']}_{t}", explanation.image,
+                    _example(run, f"occlusion_{ann['id']}_{t}", explanation.image,
                              [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
-                             f"{ann['caption']} [{tokenize(ann['caption'])[t]}]")
-                    computed += 1
-            writer.write(record)
-    finally:
-        writer.close()
-    seconds = time.perf_counter() - start
-    barrier(shard)
-    if not shard.is_main:
+                             f"{ann['caption']} [{tokens_text[t]}]")
+                    run.computed += 1
+            run.write(record)
+    records = run.finish(order=lambda r: r["key"])
+    if records is None:
         return None
-    records = merge(out, key="key", order=lambda r: r["key"])
     words = [w for r in records for w in r["words"]]
-    summary: dict[str, Any] = {"captions": len(records), "words": len(words), "patch": patch, "stride": stride}
-    for method in ("gradcam", "guided_backprop"):
-        values = np.array([w[method] for w in words])
-        summary[method] = {
-            "mean_rank_correlation": float(values.mean()) if values.size else None,
-            "standard_error": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None,
-        }
-    summary["skipped"] = sum(1 for r in records if "skipped" in r)
-    summary["items_per_second"] = computed * shard.world_size / seconds if computed and seconds > 0 else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return summary
+    return run.write_summary({
+        "captions": len(records), "words": len(words), "patch": patch, "stride": stride,
+        **_correlations(words, ("gradcam", "guided_backprop")),
+        "skipped": sum(1 for r in records if "skipped" in r),
+    })
 
 
-
-
-def _on_grid(heat: Any, grid: int) -> Any:
-    import torch.nn.functional as F
-
-    return F.interpolate(heat[None, None].float(), size=(grid, grid), mode="area")[0, 0]
+def _on_grid(heat: torch.Tensor, grid: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(heat[None, None].float(), size=(grid, grid), mode="area")[0, 0]
 
 
 def run_human_attention(
@@ -245,23 +206,13 @@ def run_human_attention(
     """
     from PIL import Image
 
-    from vlcam.data.vqa import format_image_name
+    from vlcam.explain._common import resize_maps
     from vlcam.explain.answer import explain_answer
 
-    out, shard = Path(out_dir), init_shard()
-    out.mkdir(parents=True, exist_ok=True)
-    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
-    subtype = str(data.get("data_subtype", ""))
-    split = subtype.rstrip("0123456789")
-    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
-    done = {r["key"] for r in existing_records(out)}
-    writer = Appender(shard_file(out, shard))
-    start, computed = time.perf_counter(), 0
-    try:
-        for q, pixels, reason in _pending(
-                questions, lambda q: q["question_id"],
-                lambda q: Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype),
-                shard, done, num_workers, "human attention"):
+    questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
+    with Run(out_dir) as run:
+        for q, pixels, reason in run.pending(questions, lambda q: q["question_id"], path_of, num_workers,
+                                             "human attention"):
             record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
             hat = Path(attention_dir) / f"{q['question_id']}.png"
             if not hat.is_file():
@@ -279,34 +230,20 @@ def run_human_attention(
                     gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
                     random=rank_correlation(chance, human_grid),
                 )
-                _example(out, shard, computed, f"attention_{q['question_id']}", pixels,
-                         [explanation.maps[0], _resized(human, explanation.maps[0].shape)],
+                _example(run, f"attention_{q['question_id']}", pixels,
+                         [explanation.maps[0], resize_maps(human[None], tuple(explanation.maps[0].shape))[0]],
                          [f"Grad-CAM '{explanation.answers[0]}'", "human attention"], q["question"])
-                computed += 1
-            writer.write(record)
-    finally:
-        writer.close()
-    seconds = time.perf_counter() - start
-    barrier(shard)
-    if not shard.is_main:
+                run.computed += 1
+            run.write(record)
+    records = run.finish(order=lambda r: r["key"])
+    if records is None:
         return None
-    records = merge(out, key="key", order=lambda r: r["key"])
     scored = [r for r in records if "gradcam" in r]
-    summary: dict[str, Any] = {"questions": len(records), "scored": len(scored), "grid": grid}
-    for method in ("gradcam", "random"):
-        values = np.array([r[method] for r in scored])
-        summary[method] = {
-            "mean_rank_correlation": float(values.mean()) if values.size else None,
-            "standard_error": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None,
-        }
-    skipped: dict[str, int] = {}
-    for r in records:
-        if "skipped" in r:
-            skipped[r["skipped"]] = skipped.get(r["skipped"], 0) + 1
-    summary["skipped"] = skipped
-    summary["items_per_second"] = computed * shard.world_size / seconds if computed and seconds > 0 else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return summary
+    return run.write_summary({
+        "questions": len(records), "scored": len(scored), "grid": grid,
+        **_correlations(scored, ("gradcam", "random")),
+        "skipped": skip_counts(records),
+    })
 
 
 def run_answer_occlusion(
@@ -325,33 +262,21 @@ def run_answer_occlusion(
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation with occlusion maps of the Grad-CAM and
     guided-backprop maps of each question's top answer (paper Sec. 8.2: 0.60 against 0.42)."""
-    from vlcam.data.vqa import format_image_name
     from vlcam.explain.answer import explain_answer
     from vlcam.guided import guided_backprop
     from vlcam.image import preprocess
     from vlcam.targets import AnswerLogit
 
-    out, shard = Path(out_dir), init_shard()
-    out.mkdir(parents=True, exist_ok=True)
-    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
-    subtype = str(data.get("data_subtype", ""))
-    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
-    done = {r["key"] for r in existing_records(out)}
+    questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
     device = next(model.parameters()).device
-    writer = Appender(shard_file(out, shard))
-    start, computed = time.perf_counter(), 0
-    try:
-        split = subtype.rstrip("0123456789")
-        for q, pixels, reason in _pending(
-                questions, lambda q: q["question_id"],
-                lambda q: Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype),
-                shard, done, num_workers, "answer occlusion"):
+    with Run(out_dir) as run:
+        for q, pixels, reason in run.pending(questions, lambda q: q["question_id"], path_of, num_workers,
+                                             "answer occlusion"):
             record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
             if reason:
                 record["skipped"] = reason
             else:
-                x, _ = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))
-                x = x.to(device)
+                x = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))[0].to(device)
                 explanation = explain_answer(model, x, q["question"])
                 index = explanation.answer_indices[0]
                 tokens = model.encode_questions([q["question"]])
@@ -362,30 +287,20 @@ def run_answer_occlusion(
                 record.update(answer=explanation.answers[0],
                               gradcam=rank_correlation(explanation.maps[0], occlusion),
                               guided_backprop=rank_correlation(guided, occlusion))
-                _example(out, shard, computed, f"occlusion_{q['question_id']}", explanation.image,
+                _example(run, f"occlusion_{q['question_id']}", explanation.image,
                          [explanation.maps[0], occlusion.clamp(min=0), guided],
                          [f"Grad-CAM '{explanation.answers[0]}'", "occlusion", "guided backprop"], q["question"])
-                computed += 1
-            writer.write(record)
-    finally:
-        writer.close()
-    seconds = time.perf_counter() - start
-    barrier(shard)
-    if not shard.is_main:
+                run.computed += 1
+            run.write(record)
+    records = run.finish(order=lambda r: r["key"])
+    if records is None:
         return None
-    records = merge(out, key="key", order=lambda r: r["key"])
     scored = [r for r in records if "gradcam" in r]
-    summary: dict[str, Any] = {"questions": len(records), "scored": len(scored), "patch": patch, "stride": stride}
-    for method in ("gradcam", "guided_backprop"):
-        values = np.array([r[method] for r in scored])
-        summary[method] = {
-            "mean_rank_correlation": float(values.mean()) if values.size else None,
-            "standard_error": float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None,
-        }
-    summary["skipped"] = len(records) - len(scored)
-    summary["items_per_second"] = computed * shard.world_size / seconds if computed and seconds > 0 else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return summary
+    return run.write_summary({
+        "questions": len(records), "scored": len(scored), "patch": patch, "stride": stride,
+        **_correlations(scored, ("gradcam", "guided_backprop")),
+        "skipped": len(records) - len(scored),
+    })
 
 
 __all__ = ["run_answer_occlusion", "run_box_ratio", "run_caption_occlusion", "run_human_attention"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from torch import nn
 
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
+from vlcam.eval.runner import skip_counts
 from vlcam.text import tokenize
 
 
@@ -206,25 +206,16 @@ def run_pointing_game(
     `summary.json`, `per_category.png` and a few example figures. Images already finished
     in `out_dir` are skipped; under torchrun the images are sharded by rank.
     """
-    from tqdm.auto import tqdm
-
-    from vlcam.eval.runner import Appender, barrier, existing_records, image_loader, init_shard, merge, shard_file
+    from vlcam.eval.runner import Run
     from vlcam.explain.caption import explain_caption
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shard = init_shard()
     captions, instances = load_coco(captions_json), load_coco(instances_json)
     image_ids = sorted(captions.getImgIds())[:limit]
-    done = {r["image_id"] for r in existing_records(out) if r.get("type") == "image"}
-    mine = [i for i in image_ids[shard.rank::shard.world_size] if i not in done]
-    paths = [Path(images_dir) / captions.loadImgs([i])[0]["file_name"] for i in mine]
-    loader = image_loader(mine, paths, num_workers)
-    writer = Appender(shard_file(out, shard))
-    start, computed, figures = time.perf_counter(), 0, 0
-    try:
-        for image_id, pixels, reason in tqdm(loader, total=len(mine), disable=not progress or not shard.is_main,
-                                             desc=f"pointing (rank {shard.rank})"):
+    figures = 0
+    with Run(out_dir) as run:
+        for image_id, pixels, reason in run.pending(
+                image_ids, lambda i: ["image", i], lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"],
+                num_workers, "pointing", progress):
             record: dict[str, Any] = {"type": "image", "key": ["image", image_id], "image_id": image_id,
                                       "skipped": reason, "not_annotated": 0, "captions": 0}
             if pixels is not None:
@@ -242,14 +233,14 @@ def run_pointing_game(
                         continue
                     explanation = explain_caption(model, pixels, ann["caption"], words=[m.head for m in present],
                                                   method=method)
-                    if shard.is_main and figures < examples:
-                        explanation.save(out / f"example_{image_id}_{ann['id']}.png")
+                    if run.shard.is_main and figures < examples:
+                        explanation.save(run.out / f"example_{image_id}_{ann['id']}.png")
                         figures += 1
                     for match, (row, col), heat in zip(present, explanation.word_peaks(), explanation.word_maps):
                         region = grown[match.category_id]
                         key = (image_id, ann["id"], match.head)
                         box = box_from_map(heat)
-                        writer.write({
+                        run.write({
                             "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
                             "word_index": match.head, "word": tokens[match.head],
                             "category_id": match.category_id, "category": match.category,
@@ -261,19 +252,13 @@ def run_pointing_game(
                             "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
                             if box is not None else 0.0,
                         })
-                        computed += 1
-            writer.write(record)
-    finally:
-        writer.close()
-    seconds = time.perf_counter() - start
-    barrier(shard)
-    if not shard.is_main:
+                        run.computed += 1
+            run.write(record)
+    records = run.finish(order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
+    if records is None:
         return None
-    records = merge(out, key="key", order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
-    summary = _run_summary(records, method, tolerance, seed)
-    summary["items_per_second"] = computed * shard.world_size / seconds if seconds > 0 and computed else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    _plot_per_category(summary, out / "per_category.png")
+    summary = run.write_summary(_run_summary(records, method, tolerance, seed))
+    _plot_per_category(summary, run.out / "per_category.png")
     return summary
 
 
@@ -285,10 +270,6 @@ def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, see
         per_cat[r["category"]].append(r["hit"])
     n = len(words)
     hits = sum(r["hit"] for r in words)
-    skipped: dict[str, int] = defaultdict(int)
-    for r in images:
-        if r["skipped"]:
-            skipped[r["skipped"]] += 1
     return {
         "method": method,
         "tolerance": tolerance,
@@ -305,7 +286,7 @@ def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, see
             "random": sum(r["random_hit"] for r in words) / n if n else None,
             "random_expected": float(np.mean([r["random_hit_rate"] for r in words])) if n else None,
         },
-        "skipped": dict(sorted(skipped.items())),
+        "skipped": skip_counts(images),
         "not_annotated": sum(r["not_annotated"] for r in images),
         # Sec. 4.1: the box around the largest segment above 15% of the map's maximum,
         # against the best-matching ground-truth box of the word's category.

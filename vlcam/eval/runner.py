@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,91 @@ def image_loader(keys: list[Any], paths: list[Path], num_workers: int = 2) -> An
     return DataLoader(_ImageFiles(keys, paths), batch_size=None, num_workers=num_workers if keys else 0,
                       collate_fn=_as_is)
 
+
+
+class Run:
+    """One rank's part of a resumable run over keyed work units.
+
+    Use as a context manager: inside, :meth:`pending` yields the units not done yet with
+    their decoded images and :meth:`write` appends records; after it, :meth:`finish` merges
+    on rank 0 and :meth:`write_summary` writes `summary.json`.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.shard = init_shard()
+        self._done = {json.dumps(r["key"]) for r in existing_records(self.out)}
+        self.computed = 0  # results computed in this session, for items_per_second
+        self._start = time.perf_counter()
+        self._seconds = 0.0
+        self._writer: Appender | None = None
+
+    def __enter__(self) -> Run:
+        self._writer = Appender(shard_file(self.out, self.shard))
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._seconds = time.perf_counter() - self._start
+
+    def is_done(self, key: Any) -> bool:
+        """Whether a record with `key` was written by an earlier session."""
+        return json.dumps(key) in self._done
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._writer is not None, "write inside `with run:`"
+        self._writer.write(record)
+
+    def pending(self, units: list[Any], key: Callable[[Any], Any], path_of: Callable[[Any], Path],
+                num_workers: int, desc: str,
+                progress: bool = True) -> Iterator[tuple[Any, np.ndarray | None, str | None]]:
+        """Yield (unit, pixels or None, reason) for this rank's units whose key is not done.
+
+        Images are decoded in DataLoader workers; rank 0 shows a progress bar.
+        """
+        from tqdm.auto import tqdm
+
+        mine = [u for u in units[self.shard.rank::self.shard.world_size] if not self.is_done(key(u))]
+        loader = image_loader(list(range(len(mine))), [path_of(u) for u in mine], num_workers)
+        for i, pixels, reason in tqdm(loader, total=len(mine), disable=not progress or not self.shard.is_main,
+                                      desc=desc):
+            yield mine[i], pixels, reason
+
+    def finish(self, order: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]] | None:
+        """Return every rank's records merged (on rank 0, after all ranks end; None elsewhere)."""
+        barrier(self.shard)
+        return merge(self.out, key="key", order=order) if self.shard.is_main else None
+
+    @property
+    def items_per_second(self) -> float | None:
+        if not self.computed or self._seconds <= 0:
+            return None
+        return self.computed * self.shard.world_size / self._seconds
+
+    def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Return `summary` after writing it, with items_per_second, to `summary.json`."""
+        summary["items_per_second"] = self.items_per_second
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
+                                               encoding="utf-8")
+        return summary
+
+
+def mean_and_error(values: Iterable[float], name: str = "mean") -> dict[str, float | None]:
+    """Return {name: the mean, "standard_error": its standard error} (None where undefined)."""
+    array = np.asarray(list(values), dtype=float)
+    return {
+        name: float(array.mean()) if array.size else None,
+        "standard_error": float(array.std(ddof=1) / np.sqrt(array.size)) if array.size > 1 else None,
+    }
+
+
+def skip_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Return how many records were skipped, per reason."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.get("skipped"):
+            counts[r["skipped"]] = counts.get(r["skipped"], 0) + 1
+    return dict(sorted(counts.items()))
