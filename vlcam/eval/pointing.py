@@ -80,6 +80,32 @@ def category_boxes(coco: Any, image_id: int) -> dict[int, list[list[float]]]:
     return boxes
 
 
+def _explained_words(
+    model: nn.Module, image: Any, anns: list[dict[str, Any]], word_map: WordMap, masks: dict[int, np.ndarray],
+    method: str, counts: dict[str, Any], on_explanation: Any = None,
+) -> Iterator[tuple[dict[str, Any], list[str], Any, tuple[int, int], Any]]:
+    """Yield (caption, its tokens, word match, map peak, word map) for every visual word of
+    `anns` whose category is annotated (in `masks`), one explanation per caption.
+
+    Adds to counts['captions'] and counts['not_annotated'] (visual words without an instance).
+    """
+    from vlcam.explain.caption import explain_caption
+
+    for ann in anns:
+        tokens = tokenize(ann["caption"])
+        matches = word_map.match(tokens)
+        present = [m for m in matches if m.category_id in masks]
+        counts["not_annotated"] += len(matches) - len(present)
+        counts["captions"] += 1
+        if not present:
+            continue
+        explanation = explain_caption(model, image, ann["caption"], words=[m.head for m in present], method=method)
+        if on_explanation is not None:
+            on_explanation(ann, explanation)
+        for match, peak, heat in zip(present, explanation.word_peaks(), explanation.word_maps):
+            yield ann, tokens, match, peak, heat
+
+
 def iter_caption_pointing(
     model: nn.Module,
     captions_json: str | Path,
@@ -97,45 +123,32 @@ def iter_caption_pointing(
     `counts` (if given) is filled with 'not_annotated' (visual words whose category has
     no instance in the image) and 'captions'.
     """
-    from vlcam.explain.caption import explain_caption
-
     captions = load_coco(captions_json)
     instances = load_coco(instances_json)
     counts = counts if counts is not None else {}
     counts.setdefault("not_annotated", 0)
     counts.setdefault("captions", 0)
-    image_ids = sorted(captions.getImgIds())[:limit]
-    for image_id in image_ids:
+    for image_id in sorted(captions.getImgIds())[:limit]:
         info = captions.loadImgs([image_id])[0]
         masks = category_masks(instances, image_id)
         grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
-        path = Path(images_dir) / info["file_name"]
-        h, w = info["height"], info["width"]
-        center = (h // 2, w // 2)
-        for ann in captions.loadAnns(captions.getAnnIds(imgIds=[image_id])):
-            tokens = tokenize(ann["caption"])
-            matches = word_map.match(tokens)
-            present = [m for m in matches if m.category_id in masks]
-            counts["not_annotated"] += len(matches) - len(present)
-            counts["captions"] += 1
-            if not present:
-                continue
-            explanation = explain_caption(model, path, ann["caption"], words=[m.head for m in present],
-                                          method=method)
-            for match, (row, col) in zip(present, explanation.word_peaks()):
-                region = grown[match.category_id]
-                yield PointingItem(
-                    image_id=image_id,
-                    caption_id=ann["id"],
-                    word_index=match.head,
-                    word=tokens[match.head],
-                    category_id=match.category_id,
-                    category=match.category,
-                    peak=(row, col),
-                    hit=bool(region[row, col]),
-                    center_hit=bool(region[center]),
-                    random_hit_rate=float(region.mean()),
-                )
+        center = (info["height"] // 2, info["width"] // 2)
+        anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
+        for ann, tokens, match, (row, col), _ in _explained_words(
+                model, Path(images_dir) / info["file_name"], anns, word_map, masks, method, counts):
+            region = grown[match.category_id]
+            yield PointingItem(
+                image_id=image_id,
+                caption_id=ann["id"],
+                word_index=match.head,
+                word=tokens[match.head],
+                category_id=match.category_id,
+                category=match.category,
+                peak=(row, col),
+                hit=bool(region[row, col]),
+                center_hit=bool(region[center]),
+                random_hit_rate=float(region.mean()),
+            )
 
 
 def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
@@ -207,12 +220,16 @@ def run_pointing_game(
     in `out_dir` are skipped; under torchrun the images are sharded by rank.
     """
     from vlcam.eval.runner import Run
-    from vlcam.explain.caption import explain_caption
 
     captions, instances = load_coco(captions_json), load_coco(instances_json)
     image_ids = sorted(captions.getImgIds())[:limit]
-    figures = 0
+    figures: list[Path] = []
     with Run(out_dir) as run:
+
+        def save_example(ann: dict[str, Any], explanation: Any) -> None:
+            if run.shard.is_main and len(figures) < examples:
+                figures.append(explanation.save(run.out / f"example_{ann['image_id']}_{ann['id']}.png"))
+
         for image_id, pixels, reason in run.pending(
                 image_ids, lambda i: ["image", i], lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"],
                 num_workers, "pointing", progress):
@@ -223,36 +240,25 @@ def run_pointing_game(
                 boxes = category_boxes(instances, image_id)
                 grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
                 h, w = pixels.shape[:2]
-                for ann in captions.loadAnns(captions.getAnnIds(imgIds=[image_id])):
-                    tokens = tokenize(ann["caption"])
-                    matches = word_map.match(tokens)
-                    present = [m for m in matches if m.category_id in masks]
-                    record["not_annotated"] += len(matches) - len(present)
-                    record["captions"] += 1
-                    if not present:
-                        continue
-                    explanation = explain_caption(model, pixels, ann["caption"], words=[m.head for m in present],
-                                                  method=method)
-                    if run.shard.is_main and figures < examples:
-                        explanation.save(run.out / f"example_{image_id}_{ann['id']}.png")
-                        figures += 1
-                    for match, (row, col), heat in zip(present, explanation.word_peaks(), explanation.word_maps):
-                        region = grown[match.category_id]
-                        key = (image_id, ann["id"], match.head)
-                        box = box_from_map(heat)
-                        run.write({
-                            "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
-                            "word_index": match.head, "word": tokens[match.head],
-                            "category_id": match.category_id, "category": match.category,
-                            "peak": [row, col], "hit": bool(region[row, col]),
-                            "center_hit": bool(region[h // 2, w // 2]),
-                            "random_hit": _random_point_hit(region, seed, key),
-                            "random_hit_rate": float(region.mean()),
-                            "box": None if box is None else list(box),
-                            "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
-                            if box is not None else 0.0,
-                        })
-                        run.computed += 1
+                anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
+                for ann, tokens, match, (row, col), heat in _explained_words(
+                        model, pixels, anns, word_map, masks, method, record, save_example):
+                    region = grown[match.category_id]
+                    key = (image_id, ann["id"], match.head)
+                    box = box_from_map(heat)
+                    run.write({
+                        "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
+                        "word_index": match.head, "word": tokens[match.head],
+                        "category_id": match.category_id, "category": match.category,
+                        "peak": [row, col], "hit": bool(region[row, col]),
+                        "center_hit": bool(region[h // 2, w // 2]),
+                        "random_hit": _random_point_hit(region, seed, key),
+                        "random_hit_rate": float(region.mean()),
+                        "box": None if box is None else list(box),
+                        "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
+                        if box is not None else 0.0,
+                    })
+                    run.computed += 1
             run.write(record)
     records = run.finish(order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
     if records is None:
