@@ -69,3 +69,15 @@ def resume(out: Path, settings: dict[str, Any], model: nn.Module,
             optim_state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": optim_state, "param_groups": optimizer.state_dict()["param_groups"]})
     return state
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed torch for `epoch` and return the generator that shuffles its batches.
+
+    Seeding from (seed, epoch) alone makes a resumed epoch shuffle and drop out exactly as
+    it would have without the interruption, with no RNG state to carry over.
+    """
+    epoch_seed = seed * 1_000_003 + epoch
+    torch.manual_seed(epoch_seed)
+    return torch.Generator().manual_seed(epoch_seed)
+

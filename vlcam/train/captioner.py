@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam.adapters.show_and_tell import ShowAndTell
-from vlcam.train._runstate import resume, save_training
+from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences, read_coco_json
 
@@ -153,11 +153,7 @@ def train_captioner(
                  "rng": {"model_init_seed": seed, "epoch_seed": f"{seed} * 1000003 + epoch"}}
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        # Seeding from (seed, epoch) alone makes a resumed epoch shuffle and drop out exactly
-        # as it would have without the interruption, with no RNG state to carry over.
-        epoch_seed = seed * 1_000_003 + epoch
-        torch.manual_seed(epoch_seed)
-        shuffler = torch.Generator().manual_seed(epoch_seed)
+        shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_pairs, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
         train_loss = _train_epoch(model, optimizer, bar, device, epoch)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN, VQAModel
-from vlcam.train._runstate import resume, save_training
+from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.data.vqa import (
     COCO_IMAGE_PATTERN,
     VQAItem,
@@ -190,11 +190,7 @@ def train_vqa(
                  "rng": {"model_init_seed": seed, "epoch_seed": f"{seed} * 1000003 + epoch"}}
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        # Seeding from (seed, epoch) alone makes a resumed epoch shuffle and drop out exactly
-        # as it would have without the interruption, with no RNG state to carry over.
-        epoch_seed = seed * 1_000_003 + epoch
-        torch.manual_seed(epoch_seed)
-        shuffler = torch.Generator().manual_seed(epoch_seed)
+        shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
         train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch)
