@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from image_strategies import images
 from PIL import Image
 
 import vlcam
@@ -201,27 +202,6 @@ captions = st.one_of(
     st.text(max_size=40),
     st.lists(st.sampled_from(CAPTION.split() + ["zebra", ",", "!", "ünïcødé", "🙂"]), max_size=80).map(" ".join),
 )
-sizes = st.one_of(st.integers(1, 40), st.sampled_from([2000]))
-
-
-@st.composite
-def images(draw):
-    h, w = draw(sizes), draw(sizes)
-    if h * w > 40 * 40:
-        h, w = (2000, 1) if draw(st.booleans()) else (1, 2000)
-    kind = draw(st.sampled_from(["rgb", "gray", "rgba", "float", "tensor"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    if kind == "rgb":
-        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    if kind == "gray":
-        return rng.integers(0, 256, (h, w), dtype=np.uint8)
-    if kind == "rgba":
-        return rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
-    if kind == "float":
-        return rng.random((h, w, 3), dtype=np.float32)
-    return torch.from_numpy(rng.standard_normal((3, h, w), dtype=np.float32))
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(caption=captions, img=images())
 def test_any_input_gives_a_valid_explanation_or_a_clear_error(model, caption, img):

@@ -26,16 +26,6 @@ from vlcam.text import END, PAD, START, Vocabulary
 CAPTIONS = ["a red ball left of a blue box", "two green stars", "a blue box above a red ball"]
 
 
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a download was attempted: {args}")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def _tiny(vocab: Vocabulary | None = None, seed: int = 0) -> ShowAndTell:
     torch.manual_seed(seed)
     vocab = vocab or Vocabulary.from_captions(CAPTIONS, min_count=1)

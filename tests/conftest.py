@@ -1,0 +1,23 @@
+"""Suite-wide guard: tests build or train their own models and never download weights."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Read by huggingface_hub (timm, transformers) when first imported, so set before any test module.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that tries to fetch weights (torch.hub, or the Hugging Face hub)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a download was attempted: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
