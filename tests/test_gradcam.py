@@ -242,6 +242,40 @@ def test_token_layer_with_reshape_matches_manual_computation():
         vlcam.grad_cam(model, x, ClassLogit(1), "mix")
 
 
+class TupleBlock(nn.Module):
+    """A block returning (hidden_states, extra) as Hugging Face transformer layers do."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        out = self.conv(x)
+        return out, out.mean()
+
+
+class UsesFirstOfTuple(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.block = TupleBlock(model.features)
+
+    def forward(self, x):
+        hidden, _ = self.block(x)
+        return self.model.fc(hidden.mean(dim=(2, 3)))
+
+
+def test_layer_returning_a_tuple_explains_its_first_item():
+    torch.manual_seed(0)
+    plain = GapClassifier().eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = vlcam.grad_cam(plain, x, [ClassLogit(1), ClassLogit(3)], "features")
+    wrapped = UsesFirstOfTuple(plain).eval()
+    got = vlcam.grad_cam(wrapped, x, [ClassLogit(1), ClassLogit(3)], "block", batch_targets=True)
+    torch.testing.assert_close(got, expected)
+    assert expected.abs().sum() > 0
+
+
 def test_autocast_bfloat16_rank_agrees_with_float32():
     stats = pytest.importorskip("scipy.stats")
     model = seeded(torchvision.models.resnet18)

@@ -135,17 +135,13 @@ def layer_gradients(
 
     captured: dict[str, torch.Tensor] = {}
 
-    def swap_for_leaf(mod: nn.Module, inp: Any, out: Any) -> torch.Tensor:
+    def swap_for_leaf(mod: nn.Module, inp: Any, out: Any) -> Any:
         if "leaf" in captured:
             raise ValueError(
                 f"layer {name!r} ran more than once in one forward; Grad-CAM needs a layer "
                 "that runs once (choose a module that is not reused, e.g. a block or a conv)"
             )
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(
-                f"layer {name!r} returned {type(out).__name__}; Grad-CAM needs a layer whose "
-                "output is one floating-point tensor"
-            )
+        out, rebuild = layer_output_tensor(out, name)
         if out.shape[0] == 0:
             raise ValueError("empty batch: the inputs hold 0 items")
         # Everything above the layer builds a graph; everything below did not.
@@ -161,7 +157,7 @@ def layer_gradients(
         captured["leaf"] = leaf
         # A clone, so that an in-place op right after the layer (ReLU(inplace=True))
         # cannot modify the leaf or the activations.
-        return leaf.clone()
+        return rebuild(leaf.clone())
 
     with preserved(model), cudnn_disabled(False), torch.inference_mode(False):
         args = tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
@@ -208,6 +204,32 @@ def layer_gradients(
 
 
 # --- Helpers -------------------------------------------------------------------------------
+
+def layer_output_tensor(out: Any, name: str) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
+    """Return (the tensor a layer output explains, a function that puts a replacement back).
+
+    Transformer blocks (Hugging Face's among them) may return (hidden_states, extras...):
+    the hidden states are explained and the extras pass through unchanged.
+    """
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        rest = out
+
+        def rebuild(tensor: torch.Tensor) -> Any:
+            items = [tensor, *rest[1:]]
+            return type(rest)(*items) if hasattr(rest, "_fields") else type(rest)(items)
+
+        out = out[0]
+    else:
+        def rebuild(tensor: torch.Tensor) -> Any:
+            return tensor
+
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        raise TypeError(
+            f"layer {name!r} returned {type(out).__name__}; Grad-CAM needs a layer whose "
+            "output is one floating-point tensor (or a tuple whose first item is one)"
+        )
+    return out, rebuild
+
 
 def _as_args(inputs: Any) -> tuple[Any, ...]:
     if isinstance(inputs, tuple):

@@ -30,6 +30,7 @@ from vlcam.gradcam import (
     _score,
     _upsample,
     cam_from_gradients,
+    layer_output_tensor,
 )
 from vlcam.layers import layer_name, resolve_layer
 
@@ -156,10 +157,9 @@ def guided_grad_cam(
     def keep_activations(mod: nn.Module, inp: Any, out: Any) -> torch.Tensor:
         if "activations" in captured:
             raise ValueError(f"layer {name!r} ran more than once in one forward")
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(f"layer {name!r} returned {type(out).__name__}; it must return one tensor")
+        out, rebuild = layer_output_tensor(out, name)
         captured["activations"] = out
-        return out.clone()
+        return rebuild(out.clone())
 
     with preserved(model), guided_relus(), _no_cudnn_rnn(model, args), torch.enable_grad():
         handle = module.register_forward_hook(keep_activations)

@@ -42,7 +42,13 @@ def prepare_image(model: nn.Module, img: Any) -> PreparedImage:
         display = ((tensor * s + m).clamp(0, 1)[0].permute(1, 2, 0) * 255).round()
         return PreparedImage(tensor.float().to(device), size, display.byte().cpu().numpy())
     pil = to_pil(img)
-    tensor, size = preprocess(pil, model.image_size, mean, std)
+    own = getattr(model, "preprocess_image", None)
+    if own is not None:
+        # Adapters of models that come with an image processor (Hugging Face) use it, so
+        # the explained input is exactly what the model sees in use.
+        tensor, size = own(pil), (pil.height, pil.width)
+    else:
+        tensor, size = preprocess(pil, model.image_size, mean, std)
     return PreparedImage(tensor.to(device), size, np.asarray(pil, dtype=np.uint8))
 
 

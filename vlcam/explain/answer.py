@@ -6,6 +6,12 @@ question batch to a larger image batch, ``encode_questions``, a question `vocab`
 answer list `answers`, `image_size`, `mean`, `std` and `default_layer`. Several answers
 are explained with one CNN forward and one batched backward through the layers above the
 explained one.
+
+An open-vocabulary model (``open_vocabulary = True``, e.g. the BLIP adapter) generates
+its answers instead: ``model(images, questions, *encode_answers(answers))`` returns the
+log-probability of each given answer [B', K], ``answer(images, questions)`` generates
+one, and any answer string can be explained. Adapters may define `gradcam_reshape` (token
+layers onto the patch grid) and ``preprocess_image``.
 """
 
 from __future__ import annotations
@@ -55,8 +61,8 @@ class AnswerExplanation:
 
     question: str
     answers: list[str]
-    answer_indices: list[int]  # into the model's `answers`
-    probs: torch.Tensor  # [K]: softmax probability of each answer
+    answer_indices: list[int]  # into the model's `answers` (open vocabulary: into `answers`)
+    probs: torch.Tensor  # [K]: each answer's probability under the model (softmax, sigmoid or sequence)
     maps: torch.Tensor  # [K, H, W]
     method: str
     layer: str
@@ -99,30 +105,43 @@ def explain_answer(
     """
     method = check_method(method)
     module = resolve_layer(model, model.default_layer if layer is None else layer)
-    indices = _answer_indices(model, answer)
+    requested = _requested_answers(answer)
+    open_vocabulary = bool(getattr(model, "open_vocabulary", False))
+    indices = [] if open_vocabulary or requested is None else _answer_indices(model, requested)
     prepared = prepare_image(model, img)
+    reshape = getattr(model, "gradcam_reshape", None)
     with preserved(model, eval_mode=True):
         tokens = _encode(model, question)
-        args = (prepared.tensor, tokens)
+        args: tuple[Any, ...] = (prepared.tensor, tokens)
+        if open_vocabulary:
+            # The answers are the output's columns: log p(answer k | image, question).
+            names = requested or model.answer(prepared.tensor, tokens)
+            args = (*args, *model.encode_answers(names))
+            indices = list(range(len(names)))
         if method == "guided-gradcam":
             with torch.no_grad():
                 logits = model(*args)[0]
             indices = indices or [int(logits.argmax())]
-            fused = guided_grad_cam(model, args, [AnswerLogit(i) for i in indices], module)[0]
+            fused = guided_grad_cam(model, args, [AnswerLogit(i) for i in indices], module, reshape=reshape)[0]
             maps = fused.norm(dim=1)
         else:
             targets = [AnswerLogit(i) for i in indices] if indices else [TopAnswer()]
-            result = layer_gradients(model, args, targets, module, batch_targets=True)
+            result = layer_gradients(model, args, targets, module, reshape=reshape, batch_targets=True)
             maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
             logits = result.output[0].detach()
             indices = indices or [int(logits.argmax())]
     maps = resize_maps(maps, prepared.size)
-    probs = torch.softmax(logits.float(), dim=0)[indices]
+    if open_vocabulary:
+        probs, answers = logits.float().exp(), list(names)
+    elif getattr(model, "answer_probability", "softmax") == "sigmoid":
+        probs, answers = torch.sigmoid(logits.float())[indices], [model.answers[i] for i in indices]
+    else:
+        probs, answers = torch.softmax(logits.float(), dim=0)[indices], [model.answers[i] for i in indices]
     if not (torch.isfinite(maps).all() and torch.isfinite(probs).all()):
         raise ValueError("the maps hold non-finite values: the image or the model produced NaN/inf")
     return AnswerExplanation(
         question=question,
-        answers=[model.answers[i] for i in indices],
+        answers=answers,
         answer_indices=indices,
         probs=probs,
         maps=maps,
@@ -132,10 +151,10 @@ def explain_answer(
     )
 
 
-def _answer_indices(model: nn.Module, answer: object) -> list[int]:
-    """Return the indices of the requested answers ([] for None: the top answer)."""
+def _requested_answers(answer: object) -> list[str] | None:
+    """Return the requested answers as a checked list (None for the top answer)."""
     if answer is None:
-        return []
+        return None
     if isinstance(answer, str):
         requested = [answer]
     elif isinstance(answer, Sequence):
@@ -148,12 +167,18 @@ def _answer_indices(model: nn.Module, answer: object) -> list[int]:
             raise ValueError(f"{len(requested)} answers requested; at most {MAX_ANSWERS} are explained at once")
     else:
         raise TypeError(f"answer must be a str, a list of str, or None; got {type(answer).__name__}")
+    for a in requested:
+        if not isinstance(a, str):
+            raise TypeError(f"each answer must be a str, got {type(a).__name__}: {a!r:.80}")
+    return requested
+
+
+def _answer_indices(model: nn.Module, requested: list[str]) -> list[int]:
+    """Return the indices of the requested answers in the model's answer vocabulary."""
     exact = {a: i for i, a in enumerate(model.answers)}
     normalised = {normalize_answer(a): i for i, a in reversed(list(enumerate(model.answers)))}
     indices = []
     for a in requested:
-        if not isinstance(a, str):
-            raise TypeError(f"each answer must be a str, got {type(a).__name__}: {a!r:.80}")
         index = exact.get(a, normalised.get(normalize_answer(a)))
         if index is None:
             close = difflib.get_close_matches(normalize_answer(a), model.answers, n=5, cutoff=0.5)

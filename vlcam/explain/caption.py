@@ -3,8 +3,11 @@
 The captioner is any module with the captioning adapter interface (`ShowAndTell` is one):
 ``token_logprobs(images, tokens) -> [B, L-1]`` that broadcasts its caption batch to a
 larger image-feature batch, a `vocab` with ``encode``, `image_size`, `mean`, `std`,
-`default_layer`, and ``caption(images)`` for generation. All maps come from one encoder
-forward and one batched backward through the decoder.
+`default_layer`, and ``caption(images)`` for generation. A captioner with a tokenizer of
+its own (the Hugging Face adapters) instead defines ``encode_caption(caption) -> (words,
+inputs)`` and ``word_logprobs(images, *inputs) -> [B, words + 1]``, and may define
+`gradcam_reshape` (token layers onto the patch grid) and ``preprocess_image``. All maps
+come from one encoder forward and one batched backward through the decoder.
 """
 
 from __future__ import annotations
@@ -33,14 +36,20 @@ UNK = 3
 
 
 class CaptionScorer(nn.Module):
-    """model(images, tokens) -> the caption's per-token log-probabilities [B', L-1]."""
+    """model(images, *caption_inputs) -> the caption's per-word log-probabilities [B', n+1].
+
+    Column i < n is log p(word i | earlier words, image); column n is log p(<end> | ...).
+    """
 
     def __init__(self, captioner: nn.Module) -> None:
         super().__init__()
         self.captioner = captioner
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.captioner.token_logprobs(images, tokens)
+    def forward(self, images: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        word_logprobs = getattr(self.captioner, "word_logprobs", None)
+        if word_logprobs is not None:
+            return word_logprobs(images, *inputs)
+        return self.captioner.token_logprobs(images, *inputs)
 
 
 @dataclass
@@ -110,18 +119,19 @@ def explain_caption(
     with preserved(model, eval_mode=True):
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
-        tokens, ids = _encode(model, caption)
-        indices = _word_indices(words, tokens, word_map, model.vocab.words)
+        tokens, inputs = _encode(model, caption)
+        indices = _word_indices(words, tokens, word_map, _known_words(model))
         targets = [CaptionLogProb(), *(WordLogProb(i) for i in indices)]
         scorer = CaptionScorer(model)
-        args = (prepared.tensor, ids)
+        args = (prepared.tensor, *inputs)
+        reshape = getattr(model, "gradcam_reshape", None)
         if method == "guided-gradcam":
-            fused = guided_grad_cam(scorer, args, targets, module)[0]  # [K, 3, S, S]
+            fused = guided_grad_cam(scorer, args, targets, module, reshape=reshape)[0]  # [K, 3, S, S]
             maps = fused.norm(dim=1)
             with torch.no_grad():
                 logprobs = scorer(*args)[0]
         else:
-            result = layer_gradients(scorer, args, targets, module, batch_targets=True)
+            result = layer_gradients(scorer, args, targets, module, reshape=reshape, batch_targets=True)
             maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
             logprobs = result.output[0].detach()
     maps = resize_maps(maps, prepared.size)
@@ -142,9 +152,16 @@ def explain_caption(
     )
 
 
-def _encode(model: nn.Module, caption: object) -> tuple[list[str], torch.Tensor]:
+def _encode(model: nn.Module, caption: object) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """Return (the caption's words, the scoring inputs that follow the image)."""
     if not isinstance(caption, str):
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
+    own = getattr(model, "encode_caption", None)
+    if own is not None:
+        tokens, inputs = own(caption)
+        if len(tokens) > MAX_WORDS:
+            raise ValueError(f"the caption has {len(tokens)} words; at most {MAX_WORDS} are explained at once")
+        return tokens, tuple(inputs)
     tokens = tokenize(caption)
     if not tokens:
         raise ValueError(f"the caption {caption!r:.80} has no words to explain")
@@ -160,7 +177,15 @@ def _encode(model: nn.Module, caption: object) -> tuple[list[str], torch.Tensor]
             "nothing could be explained"
         )
     device = next(model.parameters()).device
-    return tokens, torch.tensor([ids], dtype=torch.long, device=device)
+    return tokens, (torch.tensor([ids], dtype=torch.long, device=device),)
+
+
+def _known_words(model: nn.Module) -> list[str]:
+    """Return the words the model can write: its vocabulary, or its tokenizer's."""
+    vocab = getattr(model, "vocab", None)
+    if vocab is not None:
+        return vocab.words
+    return list(model.tokenizer.get_vocab())
 
 
 def default_word_map(vocab_words: Sequence[str]) -> WordMap:

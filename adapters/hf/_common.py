@@ -1,0 +1,150 @@
+"""What the Hugging Face adapters share: image intake, tokenizers, token grids, tiling.
+
+An adapter is an ``nn.Module`` that holds the user's transformers model as its `model`
+submodule (so Grad-CAM layers are named ``model.<the model's own module path>``) and its
+processor's parts as plain attributes. It adds no weights of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+Triple = tuple[float, float, float]
+
+
+class HFAdapter(nn.Module):
+    """Base of the Hugging Face adapters: the model, its tokenizer and image processor.
+
+    Attributes the explain functions read: `image_size` (the processor's target size),
+    `mean` / `std` (its normalisation), `default_layer`, and ``preprocess_image(pil)``,
+    which runs the model's own image processor, so explained inputs are exactly what
+    the model sees in use.
+    """
+
+    default_layer: str
+
+    def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
+        super().__init__()
+        if tokenizer is None or not callable(tokenizer):
+            raise TypeError(
+                f"{type(model).__name__} needs its tokenizer: pass the model's processor, or "
+                "tokenizer= (and image_processor=) explicitly"
+            )
+        if image_processor is None or not callable(image_processor):
+            raise TypeError(
+                f"{type(model).__name__} needs its image processor: pass the model's processor, "
+                "or image_processor= explicitly"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.mean: Triple = _triple(getattr(image_processor, "image_mean", None), "image_mean")
+        self.std: Triple = _triple(getattr(image_processor, "image_std", None), "image_std")
+        self.image_size = _image_size(image_processor)
+
+    def preprocess_image(self, image: Any) -> torch.Tensor:
+        """Return the model's pixel values [1, 3, H, W] for one RGB PIL image."""
+        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        return torch.as_tensor(pixels, dtype=torch.float32)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def token_id(self, attribute: str, *fallbacks: str) -> int:
+        """Return the first id found among the tokenizer's/config's `attribute` and `fallbacks`."""
+        for name in (attribute, *fallbacks):
+            value = getattr(self.tokenizer, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError(
+            f"the tokenizer of this {type(self.model).__name__} defines none of "
+            f"{', '.join((attribute, *fallbacks))}; set it on the tokenizer"
+        )
+
+
+class PatchGrid:
+    """Lays a ViT-style token layer out on its patch grid, as the engine's `reshape`.
+
+    Tokens [B, N, C] become [B, C, h, w] from the last h*w tokens (class, distillation or
+    register tokens come first and are dropped), row-major as the patch convolution
+    flattens them. A [B, C, h, w] output (a CNN layer) passes through unchanged. The
+    grid (h, w) is set by the adapter's forward from the image it was given.
+    """
+
+    def __init__(self) -> None:
+        self.grid: tuple[int, int] | None = None
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() == 4:
+            return tokens
+        if self.grid is None or tokens.dim() != 3:
+            raise ValueError(f"cannot lay out a layer output of shape {tuple(tokens.shape)} on a patch grid")
+        h, w = self.grid
+        if tokens.shape[1] < h * w:
+            raise ValueError(
+                f"the layer holds {tokens.shape[1]} tokens, fewer than the {h}x{w} patch grid; "
+                "choose a layer of the image encoder"
+            )
+        patches = tokens[:, tokens.shape[1] - h * w:]
+        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+
+
+def tiled(ids: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    """Return `ids` [B, L] repeated to `batch` rows (copy j pairs with image rows j*B..)."""
+    if batch == ids.shape[0]:
+        return ids
+    if ids.shape[0] == 0 or batch % ids.shape[0]:
+        raise ValueError(
+            f"a batch of {batch} images cannot pair with {ids.shape[0]} {what}: the image batch "
+            "must equal that batch or be a multiple of it (tiled copies)"
+        )
+    return ids.repeat(batch // ids.shape[0], *[1] * (ids.dim() - 1))
+
+
+def check_text(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"the {what} {text!r:.80} has no words")
+    return text
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (ids [N, L] right-padded with `pad`, the attention mask [N, L])."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _triple(value: Any, name: str) -> Triple:
+    if value is None:
+        raise ValueError(f"the image processor has no {name}; vlcam needs it to show the image")
+    values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * 3)]
+    if len(values) != 3:
+        raise ValueError(f"the image processor's {name} must hold 3 values, got {value!r}")
+    return (values[0], values[1], values[2])
+
+
+def _image_size(image_processor: Any) -> int:
+    size = getattr(image_processor, "size", None)
+    if isinstance(size, int):
+        return size
+    if isinstance(size, dict) or hasattr(size, "get"):
+        for key in ("height", "shortest_edge", "width"):
+            value = size.get(key) if hasattr(size, "get") else None
+            if isinstance(value, int):
+                return value
+    for key in ("height", "shortest_edge"):
+        value = getattr(size, key, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"cannot read a target image size from the image processor's size {size!r}")
