@@ -391,3 +391,46 @@ def test_methods_and_state_on_a_hf_captioner(tmp):
         vlcam.explain_caption(adapter, x, "   ")
     with pytest.raises(ValueError, match="unknown to the model's tokenizer"):
         vlcam.explain_caption(adapter, x, "zebra giraffe")
+
+
+# --- Loading saved models -----------------------------------------------------------------------
+
+def test_from_pretrained_loads_a_saved_model_and_processor_offline(tmp):
+    from vlcam.adapters.hf import from_pretrained
+
+    model, processor = tiny.blip_captioner(tmp)
+    model.save_pretrained(tmp / "blip")
+    processor.save_pretrained(tmp / "blip")
+    loaded = from_pretrained(str(tmp / "blip"), local_files_only=True)
+    assert isinstance(loaded, BlipCaptioner) and not loaded.model.training
+    x = image(10)
+    caption = "a dog on the grass"
+    torch.testing.assert_close(vlcam.explain_caption(loaded, x, caption).word_maps,
+                               vlcam.explain_caption(wrap(model, processor), x, caption).word_maps)
+
+
+def test_from_pretrained_without_a_processor_file_loads_tokenizer_and_image_processor(tmp):
+    from vlcam.adapters.hf import from_pretrained
+
+    model, tokenizer, image_processor = tiny.vit_gpt2()
+    for part in (model, tokenizer, image_processor):
+        part.save_pretrained(tmp / "vit-gpt2")
+    loaded = from_pretrained(str(tmp / "vit-gpt2"), local_files_only=True)
+    assert isinstance(loaded, VisionEncoderDecoderCaptioner)
+    words, (ids, word_of) = loaded.encode_caption("two cats on a red ball")
+    assert words == ["two", "cats", "on", "a", "red", "ball"]
+    reference = wrap(model, tokenizer=tokenizer, image_processor=image_processor)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.word_logprobs(image(11), ids, word_of),
+                                   reference.word_logprobs(image(11), ids, word_of))
+
+
+def test_from_pretrained_refuses_an_unsupported_architecture(tmp):
+    from transformers import BertConfig, BertModel
+
+    from vlcam.adapters.hf import from_pretrained
+
+    BertModel(BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp / "bert")
+    with pytest.raises(ValueError, match="BertModel.*vlcam adapts"):
+        from_pretrained(str(tmp / "bert"), local_files_only=True)

@@ -45,5 +45,42 @@ def wrap(model: nn.Module, processor: Any = None, *, tokenizer: Any = None, imag
     return adapter(model, tokenizer, image_processor)
 
 
+def from_pretrained(name_or_path: str, *, device: str | None = None, **kwargs: Any) -> HFAdapter:
+    """Return the adapter for a saved or hub model, with its tokenizer and image processor.
+
+    The model class is read from config.json's ``architectures``; the processor is the
+    model's (``AutoProcessor``), or its tokenizer and image processor loaded one by one
+    when it ships no processor (as VisionEncoderDecoder captioners often do). `kwargs`
+    go to every ``from_pretrained`` (``revision=``, ``local_files_only=True``, ...). The
+    model comes back in eval mode, on `device` when given.
+    """
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(name_or_path, **kwargs)
+    architectures = list(getattr(config, "architectures", None) or [])
+    name = next((a for a in architectures if a in ADAPTERS), None)
+    if name is None:
+        raise ValueError(
+            f"{name_or_path!r} is a {', '.join(architectures) or type(config).__name__} model; vlcam adapts "
+            f"{', '.join(ADAPTERS)}"
+        )
+    model = getattr(transformers, name).from_pretrained(name_or_path, **kwargs).eval()
+    if device is not None:
+        model = model.to(device)
+    processor = _processor(transformers, name_or_path, kwargs)
+    tokenizer = getattr(processor, "tokenizer", None) or transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    image_processor = getattr(processor, "image_processor", None) or \
+        transformers.AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
+    return wrap(model, tokenizer=tokenizer, image_processor=image_processor)
+
+
+def _processor(transformers: Any, name_or_path: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return transformers.AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError):
+        # No processor config: the tokenizer and image processor are loaded one by one.
+        return None
+
+
 __all__ = ["ADAPTERS", "BlipCaptioner", "BlipVQA", "HFAdapter", "HFCaptioner", "ViltVQA",
-           "VisionEncoderDecoderCaptioner", "wrap"]
+           "VisionEncoderDecoderCaptioner", "from_pretrained", "wrap"]
