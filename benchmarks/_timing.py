@@ -40,3 +40,14 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def print_ratios(times: dict[str, float], base: str, peer: str | None = None, ours: str | None = None) -> None:
+    """Print each median in ms and as a multiple of `times[base]` (a forward); then, when
+    both ran, how many times faster `ours` is than `peer`."""
+    width = max(len(label) for label in times) + 2
+    for label, t in times.items():
+        print(f"{label:<{width}}{t * 1e3:>10.1f} ms{t / times[base]:>9.2f}x forward")
+    if peer in times and ours in times:
+        print(f"{ours} is {times[peer] / times[ours]:.1f}x faster than {peer}")
+

@@ -15,7 +15,7 @@ import argparse
 import torch
 from torch import nn
 
-from _timing import machine, timed
+from _timing import machine, print_ratios, timed
 from vlcam.adapters.show_and_tell import ShowAndTell
 from vlcam.explain.caption import CaptionScorer
 from vlcam.gradcam import cam_from_gradients, layer_gradients
@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"pytorch-grad-cam, per word: failed: {str(err).splitlines()[0]}")
             del impls["pytorch-grad-cam, per word"]
     times = timed(impls, device, args.repeats, warmup=1)
-    base = times["caption forward (no grad)"]
-    for label, t in times.items():
-        print(f"{label:<30}{t * 1e3:>10.1f} ms{t / base:>9.2f}x forward")
-    if "pytorch-grad-cam, per word" in times:
-        print(f"vlcam is {times['pytorch-grad-cam, per word'] / times['vlcam, all words']:.1f}x faster "
-              "than the per-word pytorch-grad-cam loop")
+    print_ratios(times, "caption forward (no grad)", peer="pytorch-grad-cam, per word", ours="vlcam, all words")
 
 
 if __name__ == "__main__":

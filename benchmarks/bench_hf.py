@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _timing import machine, timed
+from _timing import machine, print_ratios, timed
 from vlcam.adapters.hf import wrap
 from vlcam.explain.caption import CaptionScorer
 from vlcam.gradcam import cam_from_gradients, layer_gradients
@@ -99,12 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"BLIP-base architecture (random weights, ViT-B/16 at {size}²), batch 1, {args.words} words, "
           f"on {machine(device)}; torch {torch.__version__}; median of {args.repeats}")
     times = timed(impls, device, args.repeats, warmup=1)
-    base = times["caption forward (no grad)"]
-    for label, t in times.items():
-        print(f"{label:<32}{t * 1e3:>10.1f} ms{t / base:>9.2f}x forward")
-    if "pytorch-grad-cam, per word" in times:
-        print(f"vlcam is {times['pytorch-grad-cam, per word'] / times['vlcam, all words, one pass']:.1f}x faster "
-              "than the per-word pytorch-grad-cam loop")
+    print_ratios(times, "caption forward (no grad)", peer="pytorch-grad-cam, per word", ours="vlcam, all words, one pass")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import argparse
 import torch
 
 import vlcam
-from _timing import machine, timed
+from _timing import machine, print_ratios, timed
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.text import Vocabulary
@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{cls.__name__} ({args.backbone} at {args.size}², {args.answers} answers), batch 1, on {where}; "
           f"torch {torch.__version__}; median of {args.repeats}")
     times = timed(impls, device, args.repeats)
-    base = times["VQA forward (no grad)"]
-    for label, t in times.items():
-        print(f"{label:<30}{t * 1e3:>10.1f} ms{t / base:>9.2f}x forward")
+    print_ratios(times, "VQA forward (no grad)")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,16 @@ class HFAdapter(nn.Module):
         )
 
 
+def blip_setup(adapter: HFAdapter) -> None:
+    """Set a BLIP adapter's decoder <start>/<end> ids ([DEC], [SEP]), as BLIP trains and
+    generates text, and its default layer, the vision encoder's last block."""
+    model = adapter.model
+    text = model.config.text_config
+    adapter.start_id = int(text.bos_token_id)
+    adapter.end_id = int(text.sep_token_id)
+    adapter.default_layer = f"model.vision_model.encoder.layers.{len(model.vision_model.encoder.layers) - 1}"
+
+
 class PatchGrid:
     """Lays a ViT-style token layer out on its patch grid, as the engine's `reshape`.
 
@@ -78,6 +88,11 @@ class PatchGrid:
 
     def __init__(self) -> None:
         self.grid: tuple[int, int] | None = None
+
+    def record(self, images: torch.Tensor, patch_size: int | Sequence[int]) -> None:
+        """Set the grid from the pixel values a forward is given and the patch size."""
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        self.grid = (images.shape[-2] // ph, images.shape[-1] // pw)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() == 4:

@@ -9,14 +9,13 @@ sub-word pieces (the chain rule), so "skis" split as "ski" + "##s" is one word a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlcam.adapters.hf._common import HFAdapter, PatchGrid, check_text, tiled
+from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text, tiled
 
 MAX_NEW_TOKENS = 30
 
@@ -113,10 +112,6 @@ class HFCaptioner(HFAdapter):
             out = self.generate_ids(images.to(self.device), beam_size, max_len)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
-    def _record_grid(self, images: torch.Tensor, patch_size: int | Sequence[int]) -> None:
-        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
-        self.patch_grid.grid = (images.shape[-2] // ph, images.shape[-1] // pw)
-
 
 class BlipCaptioner(HFCaptioner):
     """`BlipForConditionalGeneration`: ViT image encoder, BERT-style text decoder.
@@ -128,13 +123,10 @@ class BlipCaptioner(HFCaptioner):
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
-        text = model.config.text_config
-        self.start_id = int(text.bos_token_id)
-        self.end_id = int(text.sep_token_id)
-        self.default_layer = f"model.vision_model.encoder.layers.{len(model.vision_model.encoder.layers) - 1}"
+        blip_setup(self)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        self._record_grid(images, self.model.config.vision_config.patch_size)
+        self.patch_grid.record(images, self.model.config.vision_config.patch_size)
         return self.model.vision_model(pixel_values=images).last_hidden_state
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -175,7 +167,7 @@ class VisionEncoderDecoderCaptioner(HFCaptioner):
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         patch = getattr(self.model.encoder.config, "patch_size", None)
         if patch is not None:
-            self._record_grid(images, patch)
+            self.patch_grid.record(images, patch)
         return self.model.encoder(pixel_values=images).last_hidden_state
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlcam.adapters.hf._common import HFAdapter, PatchGrid, check_text, pad_rows, tiled
+from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text, pad_rows, tiled
 
 MAX_ANSWER_TOKENS = 10
 
@@ -125,10 +125,7 @@ class BlipVQA(_Questions):
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
-        text = model.config.text_config
-        self.start_id = int(text.bos_token_id)
-        self.end_id = int(text.sep_token_id)
-        self.default_layer = f"model.vision_model.encoder.layers.{len(model.vision_model.encoder.layers) - 1}"
+        blip_setup(self)
         self.patch_grid = PatchGrid()
         self.gradcam_reshape = self.patch_grid
 
@@ -147,8 +144,7 @@ class BlipVQA(_Questions):
         """Return each answer's sequence log-probability [B', K]."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {_shape(images)}")
-        patch = self.model.config.vision_config.patch_size
-        self.patch_grid.grid = (images.shape[-2] // patch, images.shape[-1] // patch)
+        self.patch_grid.record(images, self.model.config.vision_config.patch_size)
         image_embeds = self.model.vision_model(pixel_values=images).last_hidden_state
         batch = image_embeds.shape[0]
         questions = tiled(questions, batch, "questions")
