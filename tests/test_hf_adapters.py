@@ -434,3 +434,40 @@ def test_from_pretrained_refuses_an_unsupported_architecture(tmp):
                          intermediate_size=16)).save_pretrained(tmp / "bert")
     with pytest.raises(ValueError, match="BertModel.*vlcam adapts"):
         from_pretrained(str(tmp / "bert"), local_files_only=True)
+
+
+def test_vlcam_load_reads_a_transformers_folder_and_names_a_missing_model(tmp, monkeypatch):
+    model, processor = tiny.vilt_vqa(tmp)
+    model.save_pretrained(tmp / "vilt")
+    processor.save_pretrained(tmp / "vilt")
+    loaded = vlcam.load(tmp / "vilt")
+    assert isinstance(loaded, ViltVQA) and loaded.answers == tiny.ANSWERS
+    monkeypatch.chdir(tmp)
+    with pytest.raises(FileNotFoundError, match="'no-such-org/no-such-model' is neither a local checkpoint"):
+        vlcam.load("no-such-org/no-such-model")
+
+
+def test_command_line_explains_a_saved_hf_captioner_and_vqa_model(tmp, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from vlcam.cli import main
+
+    model, processor = tiny.blip_captioner(tmp)
+    model.save_pretrained(tmp / "blip-cli")
+    processor.save_pretrained(tmp / "blip-cli")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp / "img.png")
+    assert main(["explain", str(tmp / "blip-cli"), str(tmp / "img.png"), "--caption", "a red ball",
+                 "--out", str(tmp / "cap.png")]) == 0
+    out = capsys.readouterr().out
+    expected = vlcam.explain_caption(wrap(model, processor), tmp / "img.png", "a red ball")
+    assert f"log p = {expected.caption_logprob:.3f}" in out and (tmp / "cap.png").stat().st_size > 0
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["a", "red", "ball"]
+
+    model, processor = tiny.vilt_vqa(tmp)
+    model.save_pretrained(tmp / "vilt-cli")
+    processor.save_pretrained(tmp / "vilt-cli")
+    assert main(["explain", str(tmp / "vilt-cli"), str(tmp / "img.png"), "--question", "what color is it?",
+                 "--answer", "red", "--answer", "blue", "--out", str(tmp / "vqa.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["red", "blue"] and (tmp / "vqa.png").is_file()

@@ -77,3 +77,16 @@ def test_demo_writes_figures_and_reports_each_visual_word(tmp_path):
     verdicts = [line for line in done.stdout.splitlines() if "peak at (row" in line]
     assert len(verdicts) == summary["words"]
     assert all(line.endswith(("on the object", "off the object", "not in image")) for line in verdicts)
+
+
+def test_command_line_explain_prints_the_visual_words_of_the_models_own_caption(heldout, model, tmp_path, capsys):
+    from vlcam.cli import main
+
+    image = sorted((heldout / "images").iterdir())[0]
+    assert main(["explain", str(shipped_checkpoint()), str(image), "--words", "visual",
+                 "--out", str(tmp_path / "fig.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = vlcam.explain_caption(model, image, words="visual")
+    assert out[0].startswith(f"caption: {expected.caption!r}")
+    assert [line.split()[0] for line in out[1:-1]] == [expected.tokens[i] for i in expected.word_indices]
+    assert out[-1] == f"figure: {tmp_path / 'fig.png'}" and (tmp_path / "fig.png").is_file()

@@ -68,17 +68,48 @@ def load_state(
 
 
 def load(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Return the model saved in `ckpt_dir`, of the class its config.json's "kind" names."""
+    """Return the model saved in `ckpt_dir`, of the class its config.json's "kind" names.
+
+    A folder saved by transformers (config.json with "architectures") or a Hugging Face
+    hub id such as ``"Salesforce/blip-image-captioning-base"`` loads through
+    :func:`vlcam.adapters.hf.from_pretrained` and comes back wrapped in its adapter.
+    """
+    if _is_hub_id(ckpt_dir):
+        try:
+            return _hugging_face(str(ckpt_dir), map_location)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"{ckpt_dir!r} is neither a local checkpoint folder nor a Hugging Face model that "
+                f"could be loaded ({str(err).splitlines()[0]})"
+            ) from err
     ckpt_dir = _existing_dir(ckpt_dir)
     config = read_json(ckpt_dir / CONFIG_FILE)
     kind = config.get("kind") if isinstance(config, dict) else None
+    if kind is None and isinstance(config, dict) and "architectures" in config:
+        return _hugging_face(str(ckpt_dir), map_location)
     if kind not in KINDS:
         raise ValueError(
-            f"{ckpt_dir / CONFIG_FILE} has kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}"
+            f"{ckpt_dir / CONFIG_FILE} has kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}, "
+            "or a transformers model folder (config.json with 'architectures')"
         )
     module_name, class_name = KINDS[kind].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls.load(ckpt_dir, map_location=map_location)
+
+
+def _is_hub_id(name: str | Path) -> bool:
+    """Whether `name` reads as a hub id ("org/name" or "name") rather than a local path."""
+    if isinstance(name, Path) or Path(name).exists():
+        return False
+    parts = str(name).split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") and "\\" not in p for p in parts) \
+        and not str(name).startswith(("/", "~"))
+
+
+def _hugging_face(name: str, map_location: str | torch.device) -> nn.Module:
+    from vlcam.adapters.hf import from_pretrained
+
+    return from_pretrained(name, device=str(map_location))
 
 
 def save_tensors(

@@ -17,6 +17,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if summary["words"] else 1
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import vlcam
+
+    model = vlcam.load(args.model, map_location=args.device)
+    if args.question is None:
+        if args.answer:
+            raise SystemExit("--answer needs --question")
+        e = vlcam.explain_caption(model, args.image, args.caption, words=args.words, method=args.method,
+                                  layer=args.layer)
+        print(f"caption: {e.caption!r}  log p = {e.caption_logprob:.3f}  ({e.method} at {e.layer})")
+        for i, (row, col) in zip(e.word_indices, e.word_peaks()):
+            print(f"  {e.tokens[i]:<16} log p = {float(e.token_logprobs[i]):8.3f}   peak (row {row}, col {col})")
+    else:
+        a = vlcam.explain_answer(model, args.image, args.question, args.answer or None, method=args.method,
+                                 layer=args.layer)
+        print(f"question: {a.question!r}  ({a.method} at {a.layer})")
+        for answer, p, (row, col) in zip(a.answers, a.probs.tolist(), a.peaks()):
+            print(f"  {answer:<16} p = {p:.3f}   peak (row {row}, col {col})")
+        e = a
+    print(f"figure: {e.save(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlcam", description="Grad-CAM explanations for image-captioning and VQA models."
@@ -35,6 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=20261127, help="seed of the held-out scenes")
     demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     demo.set_defaults(run=_demo)
+    explain = sub.add_parser(
+        "explain",
+        help="explain a caption (or the model's own) or answers for one image; write a figure",
+        description="Load a model (a vlcam checkpoint folder, a transformers model folder or a "
+        "Hugging Face hub id), explain a caption or answers to a question about IMAGE, print each "
+        "word's or answer's score and where its map peaks, and write the figure.",
+    )
+    explain.add_argument("model", help="vlcam checkpoint folder, transformers folder, or hub id")
+    explain.add_argument("image", help="image file")
+    explain.add_argument("--caption", default=None, help="caption to explain (default: the model's own)")
+    explain.add_argument("--words", default="all", choices=["all", "visual"], help="which words get maps")
+    explain.add_argument("--question", default=None, help="explain answers to this question (VQA models)")
+    explain.add_argument("--answer", action="append", default=[],
+                         help="an answer to explain; repeat for several (default: the top answer)")
+    explain.add_argument("--method", default="gradcam", choices=["gradcam", "guided-gradcam", "counterfactual"])
+    explain.add_argument("--layer", default=None, help="dotted layer name (default: the model's)")
+    explain.add_argument("--out", default="explained.png", help="figure path (default: ./explained.png)")
+    explain.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    explain.set_defaults(run=_explain)
     return parser
 
 
