@@ -471,3 +471,20 @@ def test_command_line_explains_a_saved_hf_captioner_and_vqa_model(tmp, capsys):
                  "--answer", "red", "--answer", "blue", "--out", str(tmp / "vqa.png")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:3]] == ["red", "blue"] and (tmp / "vqa.png").is_file()
+
+
+def test_pointing_game_runs_on_a_hf_captioner_over_the_same_words_as_a_native_one(tmp):
+    from vlcam.data.synthetic import generate
+    from vlcam.data.wordmap import WordMap
+    from vlcam.demo import shipped_checkpoint
+    from vlcam.eval.pointing import caption_pointing_game
+
+    world = tmp / "world"
+    generate(world, num_images=3, image_size=64, seed=5, val_fraction=1.0, workers=1)
+    word_map = WordMap.from_file(world / "word_map.json")
+    files = (world / "captions_val.json", world / "instances_val.json", world / "images")
+    model, processor = tiny.blip_captioner(tmp)
+    ours = caption_pointing_game(wrap(model, processor), *files, word_map)
+    native = caption_pointing_game(vlcam.load(shipped_checkpoint()), *files, word_map)
+    words = [(i["image_id"], i["word"]) for i in ours["items"]]
+    assert words and words == [(i["image_id"], i["word"]) for i in native["items"]]

@@ -24,7 +24,6 @@ from torch import nn
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
 from vlcam.eval.runner import skip_counts
-from vlcam.text import tokenize
 
 
 @dataclass
@@ -89,10 +88,10 @@ def _explained_words(
 
     Adds to counts['captions'] and counts['not_annotated'] (visual words without an instance).
     """
-    from vlcam.explain.caption import explain_caption
+    from vlcam.explain.caption import caption_words, explain_caption
 
     for ann in anns:
-        tokens = tokenize(ann["caption"])
+        tokens = caption_words(model, ann["caption"])
         matches = word_map.match(tokens)
         present = [m for m in matches if m.category_id in masks]
         counts["not_annotated"] += len(matches) - len(present)

@@ -152,6 +152,17 @@ def explain_caption(
     )
 
 
+def caption_words(model: nn.Module, caption: str) -> list[str]:
+    """Return the words of `caption` as :func:`explain_caption` indexes them for `model`.
+
+    For the native captioners, vlcam's tokens (lowercased, without punctuation); for an
+    adapter with its own tokenizer, that tokenizer's words (punctuation included, since
+    the model scores it).
+    """
+    own = getattr(model, "encode_caption", None)
+    return own(caption)[0] if own is not None else tokenize(caption)
+
+
 def _encode(model: nn.Module, caption: object) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     """Return (the caption's words, the scoring inputs that follow the image)."""
     if not isinstance(caption, str):
@@ -217,4 +228,4 @@ def _word_indices(
     return indices
 
 
-__all__ = ["CaptionExplanation", "explain_caption"]
+__all__ = ["CaptionExplanation", "caption_words", "explain_caption"]
