@@ -1,8 +1,10 @@
 """Show and Tell (Vinyals et al., 2015): a CNN encoder and an LSTM that writes the caption.
 
 The image's globally pooled conv features (average pooling as in the paper, or max
-pooling), projected to the word-embedding size, are the LSTM's input at t = 0; the words
-follow. Grad-CAM explains the encoder's last conv map (`default_layer`).
+pooling), projected to the word-embedding size (and optionally batch-normalised, as in
+the widely used PyTorch tutorial whose checkpoints :mod:`show_and_tell_tutorial` imports),
+are the LSTM's input at t = 0; the words follow. Grad-CAM explains the encoder's last conv
+map (`default_layer`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ POOLS = {
     "avg": lambda conv_map: conv_map.mean(dim=(2, 3)),
     "max": lambda conv_map: conv_map.amax(dim=(2, 3)),
 }
+# What follows the projection of the pooled features. "batchnorm" is the tutorial encoder's
+# BatchNorm1d(momentum=0.01); "none" is the paper's plain projection.
+IMAGE_NORMS = ("none", "batchnorm")
 VOCAB_FILE = "vocab.json"
 
 
 class ShowAndTell(nn.Module):
-    """The Show-and-Tell captioner over any :func:`build_backbone` backbone."""
+    """The Show-and-Tell captioner over any :func:`build_backbone` backbone.
+
+    `pool` ("avg" or "max") pools the last conv map; ``image_norm="batchnorm"`` adds the
+    tutorial's BatchNorm1d after the projection (in train mode it needs batches of two or
+    more images); `lstm_layers` stacks LSTMs, as the tutorial's ``num_layers`` does.
+    """
 
     def __init__(
         self,
@@ -46,17 +56,22 @@ class ShowAndTell(nn.Module):
         image_size: int = 128,
         dropout: float = 0.0,
         pool: str = "avg",
+        image_norm: str = "none",
+        lstm_layers: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(vocab, Vocabulary):
             raise TypeError(f"vocab must be a vlcam.text.Vocabulary, got {type(vocab).__name__}")
-        for key, value in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("image_size", image_size)):
+        for key, value in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("image_size", image_size),
+                           ("lstm_layers", lstm_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+        if image_norm not in IMAGE_NORMS:
+            raise ValueError(f"image_norm must be one of {list(IMAGE_NORMS)}, got {image_norm!r}")
         self.pool = pool
         self.vocab = vocab
         self.image_size = image_size
@@ -65,8 +80,12 @@ class ShowAndTell(nn.Module):
         self.std = self.encoder.std
         self.default_layer = "encoder." + self.encoder.gradcam_layer
         self.image_embed = nn.Linear(self.encoder.out_channels, embed_dim)
+        # nn.Identity has no state, so checkpoints saved before image_norm existed still load.
+        self.image_norm: nn.Module = (
+            nn.BatchNorm1d(embed_dim, momentum=0.01) if image_norm == "batchnorm" else nn.Identity()
+        )
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, lstm_layers, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_dim, len(vocab))
         self.config: dict[str, Any] = {
@@ -77,6 +96,8 @@ class ShowAndTell(nn.Module):
             "image_size": image_size,
             "dropout": dropout,
             "pool": pool,
+            "image_norm": image_norm,
+            "lstm_layers": lstm_layers,
             "vocab_size": len(vocab),
         }
 
@@ -88,6 +109,10 @@ class ShowAndTell(nn.Module):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
         return self.encoder(images)
+
+    def image_vector(self, conv_map: torch.Tensor) -> torch.Tensor:
+        """Return the LSTM's input at t = 0, [B, E]: the pooled, projected (and normalised) map."""
+        return self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
 
     def decode(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
@@ -101,7 +126,7 @@ class ShowAndTell(nn.Module):
         tokens = _tiled(tokens, conv_map.shape[0])
         if conv_map.dim() != 4:
             raise ValueError(f"decode expects a conv map [B, C, h, w], got {tuple(conv_map.shape)}")
-        image = self.image_embed(POOLS[self.pool](conv_map)).unsqueeze(1)
+        image = self.image_vector(conv_map).unsqueeze(1)
         words = self.word_embed(tokens[:, :-1])
         hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
         # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
@@ -167,7 +192,7 @@ class ShowAndTell(nn.Module):
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
         batch = self.prepare(images)
         with _eval_mode(self), torch.no_grad():
-            image = self.image_embed(POOLS[self.pool](self.encode(batch)))
+            image = self.image_vector(self.encode(batch))
             if beam_size == 1:
                 return self._greedy(image, max_len)
             return [self._beam(image[i:i + 1], max_len, beam_size) for i in range(image.shape[0])]
@@ -271,6 +296,8 @@ class ShowAndTell(nn.Module):
             image_size=config["image_size"],
             dropout=config["dropout"],
             pool=config.get("pool", "avg"),
+            image_norm=config.get("image_norm", "none"),
+            lstm_layers=config.get("lstm_layers", 1),
         )
         model.load_state_dict(state)
         return model.to(map_location).eval()
