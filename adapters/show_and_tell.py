@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.checkpoint import load_state, save_checkpoint
 from vlcam.image import ImageLike, preprocess
@@ -323,14 +324,7 @@ def _tiled(tokens: torch.Tensor, batch: int) -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] < 2:
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"tokens must be a LongTensor [B, L] with L >= 2 (<start> ... <end>), got {shape}")
-    if batch == tokens.shape[0]:
-        return tokens
-    if tokens.shape[0] == 0 or batch % tokens.shape[0]:
-        raise ValueError(
-            f"a batch of {batch} images cannot pair with {tokens.shape[0]} captions: the image "
-            "batch must equal the caption batch or be a multiple of it (tiled copies)"
-        )
-    return tokens.repeat(batch // tokens.shape[0], 1)
+    return tiled(tokens, batch, "captions")
 
 
 def _json_text(path: Path) -> str:

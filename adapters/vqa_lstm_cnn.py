@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from vlcam._state import preserved
+from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.checkpoint import load_state, save_checkpoint
 from vlcam.image import ImageLike, preprocess
@@ -211,14 +212,7 @@ class VQALSTMCNN(VQAModel):
 
 def tile(features: torch.Tensor, batch: int) -> torch.Tensor:
     """Return question `features` [B, ...] repeated to `batch` rows (the broadcasting rule)."""
-    if batch == features.shape[0]:
-        return features
-    if features.shape[0] == 0 or batch % features.shape[0]:
-        raise ValueError(
-            f"a batch of {batch} images cannot pair with {features.shape[0]} questions: the image "
-            "batch must equal the question batch or be a multiple of it (tiled copies)"
-        )
-    return features.repeat(batch // features.shape[0], *[1] * (features.dim() - 1))
+    return tiled(features, batch, "questions")
 
 
 def _lengths(questions: torch.Tensor) -> torch.Tensor:

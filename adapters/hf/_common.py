@@ -109,18 +109,6 @@ class PatchGrid:
         return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
 
-def tiled(ids: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    """Return `ids` [B, L] repeated to `batch` rows (copy j pairs with image rows j*B..)."""
-    if batch == ids.shape[0]:
-        return ids
-    if ids.shape[0] == 0 or batch % ids.shape[0]:
-        raise ValueError(
-            f"a batch of {batch} images cannot pair with {ids.shape[0]} {what}: the image batch "
-            "must equal that batch or be a multiple of it (tiled copies)"
-        )
-    return ids.repeat(batch // ids.shape[0], *[1] * (ids.dim() - 1))
-
-
 def check_text(text: object, what: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a str, got {type(text).__name__}")

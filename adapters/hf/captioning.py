@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text, tiled
+from vlcam.adapters._broadcast import tiled
+from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text
 
 MAX_NEW_TOKENS = 30
 
