@@ -3,9 +3,10 @@
 In one process, on BLIP-base's architecture with random weights (ViT-B/16 at 384², a
 12-layer BERT-base text decoder; `BlipConfig()` defaults, nothing downloaded), batch 1, a
 caption of `--words` words: the adapter's teacher-forced scoring forward (no grad), all
-per-word maps through vlcam (one vision forward, one batched backward through the text
-decoder and the last vision block), vlcam with one backward per word, and
-pytorch-grad-cam's GradCAM (with a ViT reshape_transform) called once per word.
+per-word maps through vlcam three ways (the adapters' default: one forward and one
+vectorised backward, `batch_targets="vmap"`; K stacked copies of the last vision block's
+output through the text decoder, `batch_targets=True`; one forward and one backward per
+word), and pytorch-grad-cam's GradCAM (with a ViT reshape_transform) called once per word.
 
     python benchmarks/bench_hf.py [--device cuda] [--words 12] [--repeats 3]
 """
@@ -74,13 +75,14 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             return scorer(x, *inputs)
 
-    def ours(batch_targets: bool):
+    def ours(batch_targets: bool | str):
         result = layer_gradients(scorer, (x, *inputs), targets, layer, reshape=adapter.gradcam_reshape,
                                  batch_targets=batch_targets)
         return cam_from_gradients(result)
 
     impls = {"caption forward (no grad)": forward,
-             "vlcam, all words, one pass": lambda: ours(True),
+             "vlcam, all words, vmap": lambda: ours("vmap"),
+             "vlcam, K stacked copies": lambda: ours(True),
              "vlcam, one backward per word": lambda: ours(False)}
     if not args.skip_peer:
         try:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"BLIP-base architecture (random weights, ViT-B/16 at {size}²), batch 1, {args.words} words, "
           f"on {machine(device)}; torch {torch.__version__}; median of {args.repeats}")
     times = timed(impls, device, args.repeats, warmup=1)
-    print_ratios(times, "caption forward (no grad)", peer="pytorch-grad-cam, per word", ours="vlcam, all words, one pass")
+    print_ratios(times, "caption forward (no grad)", peer="pytorch-grad-cam, per word", ours="vlcam, all words, vmap")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,26 @@ def test_batched_targets_equal_one_backward_per_target():
     looped = vlcam.grad_cam(model, x, targets, "layer3")
     batched = vlcam.grad_cam(model, x, targets, "layer3", batch_targets=True)
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-7)
+    vectorised = vlcam.grad_cam(model, x, targets, "layer3", batch_targets="vmap")
+    torch.testing.assert_close(vectorised, looped, rtol=1e-5, atol=1e-7)
+    assert looped.abs().sum() > 0
+    with pytest.raises(ValueError, match="batch_targets must be False, True or 'vmap'"):
+        vlcam.grad_cam(model, x, targets, "layer3", batch_targets="fast")
+
+
+def test_vectorised_targets_include_one_that_ignores_the_layer():
+    model = GapClassifier().eval()
+    x = torch.randn(2, 3, 16, 16)
+
+    def constant(output):
+        return torch.zeros(output.shape[0])
+
+    with pytest.warns(RuntimeWarning, match="all-zero gradients"):
+        maps = vlcam.grad_cam(model, x, [ClassLogit(1), constant, ClassLogit(2)], "features",
+                              batch_targets="vmap")
+    expected = vlcam.grad_cam(model, x, [ClassLogit(1), ClassLogit(2)], "features")
+    torch.testing.assert_close(maps[:, [0, 2]], expected)
+    assert torch.count_nonzero(maps[:, 1]) == 0
 
 
 class TwoDetectors(nn.Module):

@@ -322,6 +322,8 @@ def test_vilt_explaining_leaves_the_model_and_the_random_stream_as_they_were(tmp
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match="not in the model's vocabulary"):
         vlcam.explain_answer(adapter, image(6), "how many dogs?", "seven")
+    with pytest.raises(ValueError, match="tokens long; this model reads at most 64"):
+        vlcam.explain_answer(adapter, image(6), "skis " * 40 + "?", "yes")  # 40 words, 83 tokens
     assert "visual_embed" not in vars(model.vilt.embeddings)
 
 

@@ -24,6 +24,7 @@ Target = Callable[[Any], torch.Tensor]
 Targets = Union[Target, Sequence[Target]]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 Upsample = Union[bool, tuple[int, int]]
+BatchTargets = Union[bool, str]
 
 
 # --- The paper's equations -------------------------------------------------------------
@@ -66,7 +67,7 @@ def grad_cam(
     counterfactual: bool = False,
     upsample: Upsample = True,
     reshape: Reshape | None = None,
-    batch_targets: bool = False,
+    batch_targets: BatchTargets = False,
 ) -> torch.Tensor:
     """Return Grad-CAM maps: [B, H, W] for one target, [B, K, H, W] for K targets (float32).
 
@@ -82,6 +83,10 @@ def grad_cam(
     runs that part once on K stacked copies of the layer's activations, so the K gradients
     come from one backward; the part above `layer` must then treat batch items
     independently and accept (or broadcast to) a batch K times larger.
+    ``batch_targets="vmap"`` keeps one forward of that part and runs the K backwards as one
+    vectorised backward (``autograd.grad(..., is_grads_batched=True)``): the better choice
+    when the part above the layer is heavy (a transformer decoder cross-attending to the
+    image), since nothing is recomputed K times; it needs no broadcasting from the model.
     """
     target_list, single = _as_target_list(targets)
     result = layer_gradients(model, inputs, target_list, layer, reshape=reshape,
@@ -116,7 +121,7 @@ def layer_gradients(
     layer: nn.Module | str,
     *,
     reshape: Reshape | None = None,
-    batch_targets: bool = False,
+    batch_targets: BatchTargets = False,
 ) -> LayerGradients:
     """Return the layer's activations and each target's gradient from one forward.
 
@@ -129,7 +134,9 @@ def layer_gradients(
     module = resolve_layer(model, layer)
     name = layer_name(model, module)
     _check_batch(args)
-    replicas = len(targets) if batch_targets else 1
+    if batch_targets not in (True, False, "vmap"):
+        raise ValueError(f"batch_targets must be False, True or 'vmap', got {batch_targets!r}")
+    replicas = len(targets) if batch_targets is True else 1
     on_cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
     has_rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
 
@@ -177,7 +184,7 @@ def layer_gradients(
         batch = captured["activations"].shape[0]
         outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
         scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
-        grads = _gradients(scores, leaf, replicas, batch)
+        grads = _gradients(scores, leaf, replicas, batch, vectorised=batch_targets == "vmap")
 
     if not torch.isfinite(grads).all():
         bad = [repr(t) for k, t in enumerate(targets) if not torch.isfinite(grads[k]).all()]
@@ -300,10 +307,22 @@ def _score(target: Target, output: Any, batch: int) -> torch.Tensor:
 
 
 def _gradients(
-    scores: list[torch.Tensor], leaf: torch.Tensor, replicas: int, batch: int
+    scores: list[torch.Tensor], leaf: torch.Tensor, replicas: int, batch: int, *, vectorised: bool = False
 ) -> torch.Tensor:
     """Return dy_k/dA for each target k, [K, B, ...], back-propagating only to the leaf."""
     connected = [y.requires_grad for y in scores]
+    if vectorised and sum(connected) > 1:
+        # One-hot cotangents, one per target: row k of the batched backward is dy_k/dA.
+        live = [k for k, c in enumerate(connected) if c]
+        stacked = torch.stack([scores[k] for k in live])  # [K', B]
+        eye = torch.eye(len(live), dtype=stacked.dtype, device=stacked.device)
+        cotangents = eye[:, :, None].expand(-1, -1, batch)
+        (batched,) = torch.autograd.grad(stacked, leaf, grad_outputs=cotangents, is_grads_batched=True,
+                                         allow_unused=True)
+        grads = torch.zeros((len(scores), *leaf.shape), dtype=leaf.dtype, device=leaf.device)
+        if batched is not None:
+            grads[live] = batched.detach()
+        return grads
     if replicas > 1:
         total = sum(y.sum() for y, c in zip(scores, connected) if c)
         if not isinstance(total, torch.Tensor):

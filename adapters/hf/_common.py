@@ -1,4 +1,4 @@
-"""What the Hugging Face adapters share: image intake, tokenizers, token grids, tiling.
+"""What the Hugging Face adapters share: image intake, tokenizers, token grids.
 
 An adapter is an ``nn.Module`` that holds the user's transformers model as its `model`
 submodule (so Grad-CAM layers are named ``model.<the model's own module path>``) and its
@@ -26,6 +26,11 @@ class HFAdapter(nn.Module):
     """
 
     default_layer: str
+    # The layers above the explained one (the rest of the image encoder, a text decoder that
+    # cross-attends to every image token) cost about as much as the encoder below it:
+    # stacking K copies of them would redo that work K times, so the K targets share one
+    # forward and run one vectorised backward instead.
+    gradcam_batch_targets = "vmap"
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__()
@@ -55,16 +60,16 @@ class HFAdapter(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def token_id(self, attribute: str, *fallbacks: str) -> int:
-        """Return the first id found among the tokenizer's/config's `attribute` and `fallbacks`."""
-        for name in (attribute, *fallbacks):
-            value = getattr(self.tokenizer, name, None)
-            if isinstance(value, int):
-                return value
-        raise ValueError(
-            f"the tokenizer of this {type(self.model).__name__} defines none of "
-            f"{', '.join((attribute, *fallbacks))}; set it on the tokenizer"
-        )
+    @property
+    def pad_id(self) -> int:
+        """Return the tokenizer's padding id."""
+        value = getattr(self.tokenizer, "pad_token_id", None)
+        if not isinstance(value, int):
+            raise ValueError(
+                f"the tokenizer of this {type(self.model).__name__} has no pad token; set "
+                "tokenizer.pad_token (it pads questions and answers of different lengths)"
+            )
+        return value
 
 
 def blip_setup(adapter: HFAdapter) -> None:

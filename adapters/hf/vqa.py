@@ -26,15 +26,17 @@ class _Questions(HFAdapter):
         """Return the tokenized questions as padded ids [B, L] on the model's device."""
         if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
             raise ValueError(f"questions must be a non-empty list of strings, got {questions!r:.80}")
+        config = getattr(self.model.config, "text_config", self.model.config)
+        limit = getattr(config, "max_position_embeddings", None)
         rows = []
         for q in questions:
             check_text(q, "question")
             rows.append(list(self.tokenizer(q)["input_ids"]))
+            if limit is not None and len(rows[-1]) > limit:
+                raise ValueError(
+                    f"the question {q!r:.80} is {len(rows[-1])} tokens long; this model reads at most {limit}"
+                )
         return pad_rows(rows, self.pad_id, self.device)[0]
-
-    @property
-    def pad_id(self) -> int:
-        return self.token_id("pad_token_id")
 
     def _mask(self, ids: torch.Tensor) -> torch.Tensor:
         return (ids != self.pad_id).long()

@@ -11,7 +11,8 @@ An open-vocabulary model (``open_vocabulary = True``, e.g. the BLIP adapter) gen
 its answers instead: ``model(images, questions, *encode_answers(answers))`` returns the
 log-probability of each given answer [B', K], ``answer(images, questions)`` generates
 one, and any answer string can be explained. Adapters may define `gradcam_reshape` (token
-layers onto the patch grid) and ``preprocess_image``.
+layers onto the patch grid), ``preprocess_image`` and `gradcam_batch_targets` (how the
+engine batches the answers' backwards; default True).
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def explain_answer(
             maps = fused.norm(dim=1)
         else:
             targets = [AnswerLogit(i) for i in indices] if indices else [TopAnswer()]
-            result = layer_gradients(model, args, targets, module, reshape=reshape, batch_targets=True)
+            result = layer_gradients(model, args, targets, module, reshape=reshape,
+                                     batch_targets=getattr(model, "gradcam_batch_targets", True))
             maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
             logits = result.output[0].detach()
             indices = indices or [int(logits.argmax())]

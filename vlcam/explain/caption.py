@@ -6,7 +6,8 @@ larger image-feature batch, a `vocab` with ``encode``, `image_size`, `mean`, `st
 `default_layer`, and ``caption(images)`` for generation. A captioner with a tokenizer of
 its own (the Hugging Face adapters) instead defines ``encode_caption(caption) -> (words,
 inputs)`` and ``word_logprobs(images, *inputs) -> [B, words + 1]``, and may define
-`gradcam_reshape` (token layers onto the patch grid) and ``preprocess_image``. All maps
+`gradcam_reshape` (token layers onto the patch grid), ``preprocess_image`` and
+`gradcam_batch_targets` (how the engine batches the words' backwards; default True). All maps
 come from one encoder forward and one batched backward through the decoder.
 """
 
@@ -131,7 +132,8 @@ def explain_caption(
             with torch.no_grad():
                 logprobs = scorer(*args)[0]
         else:
-            result = layer_gradients(scorer, args, targets, module, reshape=reshape, batch_targets=True)
+            result = layer_gradients(scorer, args, targets, module, reshape=reshape,
+                                     batch_targets=getattr(model, "gradcam_batch_targets", True))
             maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
             logprobs = result.output[0].detach()
     maps = resize_maps(maps, prepared.size)
