@@ -490,3 +490,18 @@ def test_pointing_game_runs_on_a_hf_captioner_over_the_same_words_as_a_native_on
     native = caption_pointing_game(vlcam.load(shipped_checkpoint()), *files, word_map)
     words = [(i["image_id"], i["word"]) for i in ours["items"]]
     assert words and words == [(i["image_id"], i["word"]) for i in native["items"]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_adapters_on_cuda_give_the_cpu_maps(tmp):
+    x = image(12)
+    model, processor = tiny.vilt_vqa(tmp)
+    cpu = vlcam.explain_answer(wrap(model, processor), x, "what color is the ball?", ["red", "blue"])
+    state = torch.cuda.get_rng_state()
+    gpu = vlcam.explain_answer(wrap(model.cuda(), processor), x, "what color is the ball?", ["red", "blue"])
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    torch.testing.assert_close(gpu.maps.cpu(), cpu.maps, rtol=1e-3, atol=1e-4)
+    model, processor = tiny.blip_captioner(tmp)
+    cpu = vlcam.explain_caption(wrap(model, processor), x, "a dog on the grass")
+    gpu = vlcam.explain_caption(wrap(model.cuda(), processor), x, "a dog on the grass")
+    torch.testing.assert_close(gpu.word_maps.cpu(), cpu.word_maps, rtol=1e-3, atol=1e-4)
