@@ -274,3 +274,25 @@ def test_the_answer_pointing_game_scores_peaks_against_the_object_masks(world: P
         areas.append(mask.mean())
     assert summary["baselines"]["random"] == pytest.approx(sum(areas) / len(areas))
     assert summary["accuracy"] == pytest.approx(sum(r["hit"] for r in summary["items"]) / len(expected))
+
+
+def test_vqa_lstm_cnn_on_a_timm_cnn_by_name_explains_as_captum_does(tmp_path) -> None:
+    from captum.attr import LayerGradCam
+
+    torch.manual_seed(0)
+    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "timm:resnet10t", image_size=64, **LSTM_OPTIONS).eval()
+    assert m.default_layer.startswith("cnn.body.")
+    x, q = _images(1), m.encode_questions(["what color is the ball?"])
+    e = vlcam.explain_answer(m, x, "what color is the ball?", ["red", "blue"])
+    layer = m.get_submodule(m.default_layer)
+    for k, index in enumerate(e.answer_indices):
+        reference = LayerGradCam(m, layer).attribute(x, target=index, additional_forward_args=(q,),
+                                                     relu_attributions=True)
+        reference = torch.nn.functional.interpolate(reference, size=(64, 64), mode="bilinear",
+                                                    align_corners=False)[0, 0]
+        torch.testing.assert_close(e.maps[k], reference, rtol=1e-4, atol=1e-6)
+    assert e.maps.abs().sum() > 0
+    m.save(tmp_path / "timm_vqa")
+    loaded = vlcam.load(tmp_path / "timm_vqa")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, q), m(x, q))
