@@ -62,6 +62,6 @@ def test_answer_occlusion_run_scores_each_question_and_records_missing_images(tm
     summary = run_answer_occlusion(tmp_path / "occ", model, world / "vqa_questions_val.json", world / "images",
                                    image_pattern="synth_{image_id:06d}.png", patch=16, stride=16)
     assert summary["questions"] == len(data["questions"])
-    assert summary["skipped"] == missing and summary["scored"] == len(data["questions"]) - missing
+    assert summary["skipped"] == {"missing image": missing} and summary["scored"] == len(data["questions"]) - missing
     for method in ("gradcam", "guided_backprop"):
         assert -1.0 <= summary[method]["mean_rank_correlation"] <= 1.0

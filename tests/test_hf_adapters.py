@@ -505,3 +505,26 @@ def test_adapters_on_cuda_give_the_cpu_maps(tmp):
     cpu = vlcam.explain_caption(wrap(model, processor), x, "a dog on the grass")
     gpu = vlcam.explain_caption(wrap(model.cuda(), processor), x, "a dog on the grass")
     torch.testing.assert_close(gpu.word_maps.cpu(), cpu.word_maps, rtol=1e-3, atol=1e-4)
+
+
+def test_occlusion_runs_score_hf_captioners_and_open_vocabulary_vqa(tmp):
+    from vlcam.data.synthetic import generate
+    from vlcam.data.wordmap import WordMap
+    from vlcam.eval.faithfulness import run_answer_occlusion, run_caption_occlusion
+
+    world = tmp / "occlusion-world"
+    generate(world, num_images=2, image_size=64, seed=9, val_fraction=1.0, workers=1)
+    (world / "images" / "synth_000002.png").unlink()
+    model, processor = tiny.blip_captioner(tmp)
+    captions = run_caption_occlusion(tmp / "occ-cap", wrap(model, processor), world / "captions_val.json",
+                                     world / "images", WordMap.builtin("synthetic"), patch=8, stride=8,
+                                     num_workers=0)
+    assert captions["words"] > 0 and captions["skipped"] == {"missing image": 5}
+    for method in ("gradcam", "guided_backprop"):
+        assert -1.0 <= captions[method]["mean_rank_correlation"] <= 1.0
+    model, processor = tiny.blip_vqa(tmp)
+    answers = run_answer_occlusion(tmp / "occ-vqa", wrap(model, processor), world / "vqa_questions_val.json",
+                                   world / "images", image_pattern="synth_{image_id:06d}.png", patch=8,
+                                   stride=8, limit=4, num_workers=0)
+    assert answers["scored"] + sum(answers["skipped"].values()) == answers["questions"] == 4
+    assert answers["scored"] > 0 and -1.0 <= answers["gradcam"]["mean_rank_correlation"] <= 1.0

@@ -19,7 +19,6 @@ from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
 from vlcam.eval.runner import Run, mean_and_error, skip_counts
-from vlcam.text import tokenize
 
 EXAMPLES = 4
 
@@ -132,33 +131,32 @@ def run_caption_occlusion(
     batches of `batch_size` on the model's device.
     """
     from vlcam.eval.pointing import load_coco
-    from vlcam.explain.caption import CaptionScorer, explain_caption
+    from vlcam.explain._common import prepare_image
+    from vlcam.explain.caption import CaptionScorer, caption_inputs, caption_words, explain_caption
     from vlcam.guided import guided_backprop
-    from vlcam.image import preprocess
     from vlcam.targets import WordLogProb
 
     captions = load_coco(captions_json)
     anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
     scorer = CaptionScorer(model).eval()
-    device = next(model.parameters()).device
     with Run(out_dir) as run:
         for ann, pixels, reason in run.pending(
                 anns, lambda a: a["id"],
                 lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
                 num_workers, "caption occlusion"):
             record: dict[str, Any] = {"key": ann["id"], "image_id": ann["image_id"], "words": []}
-            tokens_text = tokenize(ann["caption"])
+            tokens_text = caption_words(model, ann["caption"])
             heads = [m.head for m in word_map.match(tokens_text)]
             if reason:
                 record["skipped"] = reason
             elif heads:
-                x = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))[0].to(device)
+                x = prepare_image(model, pixels).tensor
                 explanation = explain_caption(model, x, ann["caption"], words=heads)
-                tokens = model.encode_captions([ann["caption"]])
+                _, inputs = caption_inputs(model, ann["caption"])
                 for t, cam in zip(heads, explanation.word_maps):
-                    occlusion = occlusion_map(lambda images, t=t: scorer(images, tokens)[:, t], x, patch=patch,
+                    occlusion = occlusion_map(lambda images, t=t: scorer(images, *inputs)[:, t], x, patch=patch,
                                               stride=stride, fill=fill, batch_size=batch_size)
-                    guided = guided_backprop(scorer, (x, tokens), WordLogProb(t))[0].abs().amax(dim=0)
+                    guided = guided_backprop(scorer, (x, *inputs), WordLogProb(t))[0].abs().amax(dim=0)
                     record["words"].append({
                         "word_index": t,
                         "gradcam": rank_correlation(cam, occlusion),
@@ -176,7 +174,7 @@ def run_caption_occlusion(
     return run.write_summary({
         "captions": len(records), "words": len(words), "patch": patch, "stride": stride,
         **_correlations(words, ("gradcam", "guided_backprop")),
-        "skipped": sum(1 for r in records if "skipped" in r),
+        "skipped": skip_counts(records),
     })
 
 
@@ -262,13 +260,12 @@ def run_answer_occlusion(
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation with occlusion maps of the Grad-CAM and
     guided-backprop maps of each question's top answer (paper Sec. 8.2: 0.60 against 0.42)."""
+    from vlcam.explain._common import prepare_image
     from vlcam.explain.answer import explain_answer
     from vlcam.guided import guided_backprop
-    from vlcam.image import preprocess
     from vlcam.targets import AnswerLogit
 
     questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
-    device = next(model.parameters()).device
     with Run(out_dir) as run:
         for q, pixels, reason in run.pending(questions, lambda q: q["question_id"], path_of, num_workers,
                                              "answer occlusion"):
@@ -276,14 +273,16 @@ def run_answer_occlusion(
             if reason:
                 record["skipped"] = reason
             else:
-                x = preprocess(pixels, model.image_size, tuple(model.mean), tuple(model.std))[0].to(device)
+                x = prepare_image(model, pixels).tensor
                 explanation = explain_answer(model, x, q["question"])
                 index = explanation.answer_indices[0]
-                tokens = model.encode_questions([q["question"]])
+                inputs = (model.encode_questions([q["question"]]),)
+                if getattr(model, "open_vocabulary", False):
+                    inputs = (*inputs, *model.encode_answers(explanation.answers))
                 with torch.no_grad():
-                    occlusion = occlusion_map(lambda images: model(images, tokens)[:, index], x, patch=patch,
+                    occlusion = occlusion_map(lambda images: model(images, *inputs)[:, index], x, patch=patch,
                                               stride=stride, fill=fill, batch_size=batch_size)
-                guided = guided_backprop(model, (x, tokens), AnswerLogit(index))[0].abs().amax(dim=0)
+                guided = guided_backprop(model, (x, *inputs), AnswerLogit(index))[0].abs().amax(dim=0)
                 record.update(answer=explanation.answers[0],
                               gradcam=rank_correlation(explanation.maps[0], occlusion),
                               guided_backprop=rank_correlation(guided, occlusion))
@@ -299,7 +298,7 @@ def run_answer_occlusion(
     return run.write_summary({
         "questions": len(records), "scored": len(scored), "patch": patch, "stride": stride,
         **_correlations(scored, ("gradcam", "guided_backprop")),
-        "skipped": len(records) - len(scored),
+        "skipped": skip_counts(records),
     })
 
 

@@ -120,7 +120,7 @@ def explain_caption(
     with preserved(model, eval_mode=True):
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
-        tokens, inputs = _encode(model, caption)
+        tokens, inputs = caption_inputs(model, caption)
         indices = _word_indices(words, tokens, word_map, _known_words(model))
         targets = [CaptionLogProb(), *(WordLogProb(i) for i in indices)]
         scorer = CaptionScorer(model)
@@ -165,8 +165,12 @@ def caption_words(model: nn.Module, caption: str) -> list[str]:
     return own(caption)[0] if own is not None else tokenize(caption)
 
 
-def _encode(model: nn.Module, caption: object) -> tuple[list[str], tuple[torch.Tensor, ...]]:
-    """Return (the caption's words, the scoring inputs that follow the image)."""
+def caption_inputs(model: nn.Module, caption: object) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """Return (the caption's words, the inputs that follow the image in ``CaptionScorer``).
+
+    ValueError for a caption without words, with more than `MAX_WORDS`, or with no word
+    the model knows.
+    """
     if not isinstance(caption, str):
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
     own = getattr(model, "encode_caption", None)
@@ -230,4 +234,4 @@ def _word_indices(
     return indices
 
 
-__all__ = ["CaptionExplanation", "caption_words", "explain_caption"]
+__all__ = ["CaptionExplanation", "CaptionScorer", "caption_inputs", "caption_words", "explain_caption"]
