@@ -375,6 +375,8 @@ def test_blip_vqa_without_an_answer_explains_the_generated_one(tmp):
     assert e.answers == [generated]
     with pytest.raises(ValueError, match="empty list"):
         vlcam.explain_answer(adapter, x, question, [])
+    with pytest.raises(ValueError, match="every word of the question 'zebra giraffe' is unknown"):
+        vlcam.explain_answer(adapter, x, "zebra giraffe", "yes")
     with pytest.raises(ValueError, match="no words"):
         vlcam.explain_answer(adapter, x, question, "  ")
 

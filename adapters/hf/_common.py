@@ -58,6 +58,7 @@ class HFAdapter(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Return the device of the model's parameters, where inputs are put."""
         return next(self.model.parameters()).device
 
     @property

@@ -32,6 +32,12 @@ class _Questions(HFAdapter):
         for q in questions:
             check_text(q, "question")
             rows.append(list(self.tokenizer(q)["input_ids"]))
+            pieces = self.tokenizer(q, add_special_tokens=False)["input_ids"]
+            if self.tokenizer.unk_token_id is not None and all(p == self.tokenizer.unk_token_id for p in pieces):
+                raise ValueError(
+                    f"every word of the question {q!r:.80} is unknown to the model's tokenizer; "
+                    "nothing could be explained"
+                )
             if limit is not None and len(rows[-1]) > limit:
                 raise ValueError(
                     f"the question {q!r:.80} is {len(rows[-1])} tokens long; this model reads at most {limit}"
