@@ -1,7 +1,7 @@
 """The word-level pointing game (paper Sec. 8.1.1) as a resumable, shardable run.
 
     python scripts/eval_pointing.py --captions C.json --instances I.json --images DIR \
-        [--checkpoint CKPT_DIR] [--word-map MAP.json] [--method gradcam] [--tolerance PX] \
+        [--checkpoint CKPT_DIR] [--word-map MAP.json] [--method gradcam] [--layer NAME] [--tolerance PX] \
         [--limit N] [--seed S] [--workers W] --out OUT_DIR
     torchrun --nproc_per_node=N scripts/eval_pointing.py ...   (one process per GPU, or gloo on CPUs)
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--word-map", default=None)
     parser.add_argument("--method", default="gradcam", choices=["gradcam", "guided-gradcam", "counterfactual"])
+    parser.add_argument("--layer", default=None, help="dotted name of the explained layer (default: the model's)")
     parser.add_argument("--tolerance", type=int, default=0, help="pixels (0: the paper; 15: Zhang et al.)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seeds the random-point baseline, per item")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         word_map = synthetic if names <= {c["name"] for c in synthetic.categories} else WordMap.builtin("coco")
     summary = run_pointing_game(
         args.out, model, args.captions, args.instances, args.images, word_map, method=args.method,
-        tolerance=args.tolerance, limit=args.limit, seed=args.seed, num_workers=args.workers,
+        layer=args.layer, tolerance=args.tolerance, limit=args.limit, seed=args.seed, num_workers=args.workers,
     )
     if summary is not None:
         print(json.dumps({k: v for k, v in summary.items() if k != "per_category"}, indent=2))

@@ -81,7 +81,7 @@ def category_boxes(coco: Any, image_id: int) -> dict[int, list[list[float]]]:
 
 def _explained_words(
     model: nn.Module, image: Any, anns: list[dict[str, Any]], word_map: WordMap, masks: dict[int, np.ndarray],
-    method: str, counts: dict[str, Any], on_explanation: Any = None,
+    method: str, counts: dict[str, Any], on_explanation: Any = None, layer: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], list[str], Any, tuple[int, int], Any]]:
     """Yield (caption, its tokens, word match, map peak, word map) for every visual word of
     `anns` whose category is annotated (in `masks`), one explanation per caption.
@@ -98,7 +98,8 @@ def _explained_words(
         counts["captions"] += 1
         if not present:
             continue
-        explanation = explain_caption(model, image, ann["caption"], words=[m.head for m in present], method=method)
+        explanation = explain_caption(model, image, ann["caption"], words=[m.head for m in present], method=method,
+                                      layer=layer)
         if on_explanation is not None:
             on_explanation(ann, explanation)
         for match, peak, heat in zip(present, explanation.word_peaks(), explanation.word_maps):
@@ -205,6 +206,7 @@ def run_pointing_game(
     word_map: WordMap,
     *,
     method: str = "gradcam",
+    layer: str | None = None,
     tolerance: int = 0,
     limit: int | None = None,
     seed: int = 0,
@@ -216,7 +218,8 @@ def run_pointing_game(
 
     Writes `out_dir/items.jsonl` (one line per visual word, one per finished image), then
     `summary.json`, `per_category.png` and a few example figures. Images already finished
-    in `out_dir` are skipped; under torchrun the images are sharded by rank.
+    in `out_dir` are skipped; under torchrun the images are sharded by rank. `layer` is the
+    explained layer's dotted name (default: the model's `default_layer`).
     """
     from vlcam.eval.runner import Run
 
@@ -241,7 +244,7 @@ def run_pointing_game(
                 h, w = pixels.shape[:2]
                 anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
                 for ann, tokens, match, (row, col), heat in _explained_words(
-                        model, pixels, anns, word_map, masks, method, record, save_example):
+                        model, pixels, anns, word_map, masks, method, record, save_example, layer):
                     region = grown[match.category_id]
                     key = (image_id, ann["id"], match.head)
                     box = box_from_map(heat)
@@ -262,7 +265,8 @@ def run_pointing_game(
     records = run.finish(order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
     if records is None:
         return None
-    summary = run.write_summary(_run_summary(records, method, tolerance, seed))
+    summary = run.write_summary({**_run_summary(records, method, tolerance, seed),
+                                 "layer": layer or model.default_layer})
     _plot_per_category(summary, run.out / "per_category.png")
     return summary
 
