@@ -151,6 +151,10 @@ def test_blip_images_go_through_the_models_image_processor(tmp):
     pil = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
     expected = processor(images=pil, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(adapter.preprocess_image(pil), expected)
+    torch.testing.assert_close(adapter.prepare([pil, pil]), torch.cat([expected, expected]))
+    assert adapter.caption([pil]) == adapter.caption(expected)
+    with pytest.raises(ValueError, match="non-empty list"):
+        adapter.prepare([])
     e = vlcam.explain_caption(adapter, pil, "a red ball")
     assert e.word_maps.shape == (3, 50, 70)
     from_tensor = vlcam.explain_caption(adapter, expected, "a red ball")

@@ -105,12 +105,15 @@ class HFCaptioner(HFAdapter):
         """Return :meth:`word_logprobs`."""
         return self.word_logprobs(images, ids, word_of)
 
-    def caption(self, images: torch.Tensor, *, beam_size: int = 1, max_len: int = MAX_NEW_TOKENS) -> list[str]:
-        """Return one generated caption per normalised image (beam search if `beam_size` > 1)."""
+    def caption(self, images: Any, *, beam_size: int = 1, max_len: int = MAX_NEW_TOKENS) -> list[str]:
+        """Return one generated caption per image (beam search if `beam_size` > 1).
+
+        `images` is what :meth:`prepare` takes: pixel values, or images to preprocess.
+        """
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
         with torch.no_grad():
-            out = self.generate_ids(images.to(self.device), beam_size, max_len)
+            out = self.generate_ids(self.prepare(images), beam_size, max_len)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
 
