@@ -52,6 +52,7 @@ class HFCaptioner(HFAdapter):
         raise NotImplementedError
 
     def generate_ids(self, images: torch.Tensor, beam_size: int, max_len: int) -> torch.Tensor:
+        """Return generated token ids [B, T] (special tokens included) for pixel values."""
         raise NotImplementedError
 
     # --- The captioning interface -------------------------------------------------------
