@@ -450,9 +450,22 @@ def test_vlcam_load_reads_a_transformers_folder_and_names_a_missing_model(tmp, m
     processor.save_pretrained(tmp / "vilt")
     loaded = vlcam.load(tmp / "vilt")
     assert isinstance(loaded, ViltVQA) and loaded.answers == tiny.ANSWERS
+    # A name that is no local path goes to the hub loader; a stand-in for it fails as an
+    # unknown repository does, so nothing is fetched.
+    asked = []
+
+    def unknown_repository(name, device=None):
+        asked.append(name)
+        raise OSError(f"{name} is not a local folder and is not a valid model identifier")
+
+    monkeypatch.setattr("vlcam.adapters.hf.from_pretrained", unknown_repository)
     monkeypatch.chdir(tmp)
     with pytest.raises(FileNotFoundError, match="'no-such-org/no-such-model' is neither a local checkpoint"):
         vlcam.load("no-such-org/no-such-model")
+    assert asked == ["no-such-org/no-such-model"]
+    with pytest.raises(FileNotFoundError, match="checkpoint directory not found"):
+        vlcam.load(tmp / "no-such-folder")
+    assert asked == ["no-such-org/no-such-model"]  # a Path is always local
 
 
 def test_command_line_explains_a_saved_hf_captioner_and_vqa_model(tmp, capsys):
