@@ -56,14 +56,13 @@ review before adding words to the map; the curated map stays the default.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from vlcam.data.wordmap import WordMap, WordMatch, lemmas, noun_lemma
-from vlcam.text import read_coco_json, tokenize
+from vlcam.text import read_coco_file, read_coco_json, tokenize
 
 __all__ = [
     "WordMap",
@@ -185,14 +184,5 @@ def propose_words(
 
 
 def _read_instances(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO instances file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise ValueError(
-            f"{path} is not a COCO instances file: expected a JSON object with 'images', "
-            "'annotations' (each with 'image_id' and 'category_id') and 'categories'"
-        )
-    return data
+    return read_coco_file(path, "instances", ("images", "annotations", "categories"),
+                          "'images', 'annotations' (each with 'image_id' and 'category_id') and 'categories'")
