@@ -19,18 +19,11 @@ from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.image import preprocess
 from vlcam.text import Vocabulary
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WORDS = "what color is the ball box star fire hydrant how many are there".split()
 ANSWERS = ["red", "yellow", "yellow and red", "blue", "1", "2", "yes", "no"]
 QUESTION = "what color is the fire hydrant?"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: worker threads cost more than they save, and far more on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

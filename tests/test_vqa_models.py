@@ -22,7 +22,8 @@ from vlcam.text import Vocabulary
 from vlcam.train.vqa import evaluate_vqa, train_vqa
 
 # pycocotools' decode trips a NumPy 2 deprecation on every mask; it is theirs, not ours.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "what color is the ball box star how many balls are there a".split()
@@ -33,15 +34,6 @@ PATTERN = "synth_{image_id:06d}.png"
 FAST = dict(image_pattern=PATTERN, image_size=64, batch_size=16, lr=3e-3, progress=False)
 LSTM_OPTIONS = dict(embed_dim=32, hidden_dim=32, common_dim=64, mlp_dim=64, dropout=0.0)
 HIE_OPTIONS = dict(hidden_dim=32, attention_dim=32, dropout=0.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: worker threads cost more than they save, and far more on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _lstm(seed: int = 0) -> VQALSTMCNN:
