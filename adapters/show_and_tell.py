@@ -21,7 +21,7 @@ from torch import nn
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.checkpoint import load_state, save_checkpoint
-from vlcam.image import ImageLike, preprocess
+from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import END, PAD, START, Vocabulary, pad_sequences
 
 KIND = "show_and_tell"
@@ -150,19 +150,8 @@ class ShowAndTell(nn.Module):
         path or array (or a list of them) is preprocessed at `image_size` with the
         backbone's mean/std, on the model's device.
         """
-        device = next(self.parameters()).device
-        if isinstance(images, torch.Tensor):
-            batch = images.unsqueeze(0) if images.dim() == 3 else images
-            if batch.dim() != 4 or batch.shape[1] != 3:
-                raise ValueError(
-                    f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}"
-                )
-            return batch.to(device)
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not items:
-            raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
-        tensors = [preprocess(i, self.image_size, self.mean, self.std)[0] for i in items]
-        return torch.cat(tensors).to(device)
+        return image_batch(images, lambda i: preprocess(i, self.image_size, self.mean, self.std)[0],
+                           next(self.parameters()).device)
 
     def encode_captions(self, captions: Sequence[str]) -> torch.Tensor:
         """Return the captions as a <pad>-padded LongTensor [B, L] of <start> ... <end> ids.

@@ -26,7 +26,7 @@ from vlcam._state import preserved
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.checkpoint import load_state, save_checkpoint
-from vlcam.image import ImageLike, preprocess
+from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
 
 KIND = "vqa_lstm_cnn"
@@ -107,15 +107,7 @@ class VQAModel(nn.Module):
 
     def prepare(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Return a normalised [B, 3, S, S] batch from a preprocessed tensor or images."""
-        if isinstance(images, torch.Tensor):
-            batch = images.unsqueeze(0) if images.dim() == 3 else images
-            if batch.dim() != 4 or batch.shape[1] != 3:
-                raise ValueError(f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}")
-            return batch.to(_device(self))
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not items:
-            raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
-        return torch.cat([preprocess(i, self.image_size, self.mean, self.std)[0] for i in items]).to(_device(self))
+        return image_batch(images, lambda i: preprocess(i, self.image_size, self.mean, self.std)[0], _device(self))
 
     def predict(
         self, images: torch.Tensor | ImageLike | Sequence[ImageLike], questions: Sequence[str]

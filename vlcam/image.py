@@ -7,6 +7,7 @@ input can be resized back onto the original image pixel for pixel.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Union
 
@@ -75,6 +76,28 @@ def preprocess(
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return ((x - m) / s).unsqueeze(0).contiguous(), original
+
+
+def image_batch(
+    images: torch.Tensor | ImageLike | Sequence[ImageLike],
+    preprocess_one: Callable[[ImageLike], torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """Return a model-ready batch [B, 3, H, W] on `device`.
+
+    A tensor [3, H, W] or [B, 3, H, W] is taken as already preprocessed; an image, path or
+    array (or a non-empty list of them) goes through `preprocess_one`, which returns
+    [1, 3, H, W] for one image.
+    """
+    if isinstance(images, torch.Tensor):
+        batch = images.unsqueeze(0) if images.dim() == 3 else images
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}")
+        return batch.to(device)
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
+    return torch.cat([preprocess_one(i) for i in items]).to(device)
 
 
 def _preprocessed_tensor(img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlcam.image import to_pil
+from vlcam.image import image_batch, to_pil
 
 Triple = tuple[float, float, float]
 
@@ -61,15 +61,7 @@ class HFAdapter(nn.Module):
     def prepare(self, images: Any) -> torch.Tensor:
         """Return pixel values [B, 3, H, W] on the model's device from a preprocessed tensor
         ([3, H, W] or [B, 3, H, W]) or from one or more images (PIL, arrays, paths)."""
-        if isinstance(images, torch.Tensor):
-            batch = images.unsqueeze(0) if images.dim() == 3 else images
-            if batch.dim() != 4 or batch.shape[1] != 3:
-                raise ValueError(f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}")
-            return batch.to(self.device)
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not items:
-            raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
-        return torch.cat([self.preprocess_image(to_pil(i)) for i in items]).to(self.device)
+        return image_batch(images, lambda i: self.preprocess_image(to_pil(i)), self.device)
 
     @property
     def device(self) -> torch.device:
