@@ -86,7 +86,8 @@ def load(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.M
     config = read_json(ckpt_dir / CONFIG_FILE)
     kind = config.get("kind") if isinstance(config, dict) else None
     if kind is None and isinstance(config, dict) and "architectures" in config:
-        return _hugging_face(str(ckpt_dir), map_location)
+        # A local folder: nothing is looked up on the hub.
+        return _hugging_face(str(ckpt_dir), map_location, local_files_only=True)
     if kind not in KINDS:
         raise ValueError(
             f"{ckpt_dir / CONFIG_FILE} has kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}, "
@@ -106,10 +107,10 @@ def _is_hub_id(name: str | Path) -> bool:
         and not str(name).startswith(("/", "~"))
 
 
-def _hugging_face(name: str, map_location: str | torch.device) -> nn.Module:
+def _hugging_face(name: str, map_location: str | torch.device, **kwargs: Any) -> nn.Module:
     from vlcam.adapters.hf import from_pretrained
 
-    return from_pretrained(name, device=str(map_location))
+    return from_pretrained(name, device=str(map_location), **kwargs)
 
 
 def save_tensors(
