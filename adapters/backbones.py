@@ -192,7 +192,7 @@ def _unknown(name: str) -> ValueError:
     from torchvision import models
 
     known = ["compact", *models.list_models(module=models), *timm.list_models()]
-    bare = name[len("timm:"):] if name.startswith("timm:") else name
+    bare = name.removeprefix("timm:")
     close = difflib.get_close_matches(bare, list(dict.fromkeys(known)), n=6, cutoff=0.6)
     hint = f"close names: {', '.join(repr(c) for c in close)}. " if close else ""
     return ValueError(f"unknown backbone {name!r}; {hint}Accepted: {_FAMILIES}")

@@ -26,9 +26,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchvision.models.resnet import BasicBlock
-
 from vlcam.adapters.backbones import Backbone, build_backbone
-from vlcam.adapters.vqa_lstm_cnn import VQAModel, _check_dropout, _check_positive, _lengths, tile
+from vlcam.adapters.vqa_base import (
+    VQAModel,
+    check_dropout,
+    check_positive,
+    question_lengths,
+    tile,
+)
+
 from vlcam.text import PAD, Vocabulary
 
 KIND = "hiecoatt"
@@ -130,8 +136,8 @@ class HieCoAtt(VQAModel):
         image_size: int = 128,
         dropout: float = 0.5,
     ) -> None:
-        _check_positive(hidden_dim=hidden_dim, attention_dim=attention_dim)
-        _check_dropout(dropout)
+        check_positive(hidden_dim=hidden_dim, attention_dim=attention_dim)
+        check_dropout(dropout)
         super().__init__(vocab, answers, resnet_backbone(backbone, pretrained=pretrained), image_size)
         d = hidden_dim
         self.image_proj = nn.Linear(self.cnn.out_channels, d)
@@ -160,7 +166,7 @@ class HieCoAtt(VQAModel):
     def encode_question_levels(self, questions: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Return ([word, phrase, question] features, each [B, T, d], zero at <pad>; the
         mask [B, T], True at words) of word ids [B, T]."""
-        lengths = _lengths(questions)
+        lengths = question_lengths(questions)
         mask = questions != PAD
         keep = mask.unsqueeze(-1).to(self.word_embed.weight.dtype)
         words = self.dropout(torch.tanh(self.word_embed(questions))) * keep

@@ -9,20 +9,21 @@ map (`default_layer`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
-from vlcam.checkpoint import load_state, save_checkpoint
+from vlcam.adapters.protocol import CaptionerBase
+
+from vlcam._state import preserved
+from vlcam.checkpoint import load_state, read_text, save_checkpoint
 from vlcam.image import ImageLike, image_batch, preprocess
-from vlcam.text import END, PAD, START, Vocabulary, pad_sequences
+from vlcam.text import END, PAD, START, UNK, Vocabulary, pad_sequences, tokenize
 
 KIND = "show_and_tell"
 # Global pooling of the last conv map into the image vector. "avg" is Vinyals et al.'s
@@ -36,15 +37,19 @@ POOLS = {
 # BatchNorm1d(momentum=0.01); "none" is the paper's plain projection.
 IMAGE_NORMS = ("none", "batchnorm")
 VOCAB_FILE = "vocab.json"
+# The most words of one caption explained at once (one backward each, stacked).
+MAX_WORDS = 64
 
 
-class ShowAndTell(nn.Module):
+class ShowAndTell(CaptionerBase):
     """The Show-and-Tell captioner over any :func:`build_backbone` backbone.
 
     `pool` ("avg" or "max") pools the last conv map; ``image_norm="batchnorm"`` adds the
     tutorial's BatchNorm1d after the projection (in train mode it needs batches of two or
     more images); `lstm_layers` stacks LSTMs, as the tutorial's ``num_layers`` does.
     """
+
+    kind = KIND
 
     def __init__(
         self,
@@ -137,13 +142,42 @@ class ShowAndTell(nn.Module):
         """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment)."""
         return self.decode(self.encode(images), tokens)
 
-    def token_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Return log p(tokens[:, t+1] | image, tokens[:, :t+1]) as [B', L-1], 0 at <pad>."""
+    def word_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return log p(tokens[:, t+1] | image, tokens[:, :t+1]) as [B', L-1], 0 at <pad>.
+
+        For one caption <start> w1 .. wn <end>: log p of each word, then of <end>.
+        """
         return token_logprobs_from_logits(self(images, tokens), tokens)
 
     # --- Inputs ---------------------------------------------------------------------------
 
-    def prepare(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    def encode_caption(self, caption: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+        """Return (the caption's words, (its ids [1, n+2] = <start> w1 .. wn <end>,)).
+
+        Words are vlcam's tokens (lowercased, without punctuation); unknown words become
+        <unk> (with a warning). ValueError for a caption without words, with more than
+        `MAX_WORDS`, or with no word in the vocabulary.
+        """
+        if not isinstance(caption, str):
+            raise TypeError(f"caption must be a str, got {type(caption).__name__}")
+        words = tokenize(caption)
+        if not words:
+            raise ValueError(f"the caption {caption!r:.80} has no words to explain")
+        if len(words) > MAX_WORDS:
+            raise ValueError(f"the caption has {len(words)} words; at most {MAX_WORDS} are explained at once")
+        ids = self.vocab.encode(caption, add_special=True, warn=True)
+        if all(i == UNK for i in ids[1:-1]):
+            raise ValueError(
+                f"every word of the caption {caption!r:.80} is unknown to the model's vocabulary; "
+                "nothing could be explained"
+            )
+        return words, (torch.tensor([ids], dtype=torch.long, device=next(self.parameters()).device),)
+
+    def known_words(self) -> list[str]:
+        """Return the vocabulary's words (special tokens included)."""
+        return self.vocab.words
+
+    def preprocess(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Return a normalised [B, 3, S, S] batch from a tensor or one or more images.
 
         A tensor [3, H, W] or [B, 3, H, W] is taken as already preprocessed; a PIL image,
@@ -180,8 +214,8 @@ class ShowAndTell(nn.Module):
             raise ValueError(f"max_len must be a positive int, got {max_len!r}")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-        batch = self.prepare(images)
-        with _eval_mode(self), torch.no_grad():
+        batch = self.preprocess(images)
+        with preserved(self, eval_mode=True), torch.no_grad():
             image = self.image_vector(self.encode(batch))
             if beam_size == 1:
                 return self._greedy(image, max_len)
@@ -276,7 +310,7 @@ class ShowAndTell(nn.Module):
         state, config = load_state(ckpt_dir, map_location=map_location)
         if config.get("kind") != KIND:
             raise ValueError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not {KIND!r}")
-        vocab = Vocabulary.from_json(_json_text(Path(ckpt_dir) / VOCAB_FILE))
+        vocab = Vocabulary.from_json(read_text(Path(ckpt_dir) / VOCAB_FILE))
         model = cls(
             vocab,
             config["backbone"],
@@ -314,20 +348,3 @@ def _tiled(tokens: torch.Tensor, batch: int) -> torch.Tensor:
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"tokens must be a LongTensor [B, L] with L >= 2 (<start> ... <end>), got {shape}")
     return tiled(tokens, batch, "captions")
-
-
-def _json_text(path: Path) -> str:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing checkpoint file: {path}")
-    return path.read_text(encoding="utf-8")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

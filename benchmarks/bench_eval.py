@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         for ann in anns:
             info = coco.loadImgs([ann["image_id"]])[0]
-            x = model.prepare(work / "images" / info["file_name"])
-            model.token_logprobs(x, model.encode_captions([ann["caption"]]))
+            x = model.preprocess(work / "images" / info["file_name"])
+            model.word_logprobs(x, model.encode_captions([ann["caption"]]))
     forward = len(anns) / (time.perf_counter() - start)
 
     start = time.perf_counter()

@@ -74,7 +74,7 @@ def test_fields_and_values_match_a_hand_computation(model, image):
     torch.testing.assert_close(e.word_maps, expected[1:], rtol=1e-4, atol=1e-6)
     x, _ = vlcam.image.preprocess(image, model.image_size, model.mean, model.std)
     with torch.no_grad():
-        reference = model.token_logprobs(x, model.encode_captions([CAPTION]))[0]
+        reference = model.word_logprobs(x, model.encode_captions([CAPTION]))[0]
     torch.testing.assert_close(e.token_logprobs, reference[:7])
     assert e.caption_logprob == pytest.approx(float(reference.sum()), abs=1e-4)
     counter = vlcam.explain_caption(model, image, CAPTION, words=[2], method="counterfactual")

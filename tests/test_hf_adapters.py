@@ -150,11 +150,11 @@ def test_blip_images_go_through_the_models_image_processor(tmp):
     rng = np.random.default_rng(0)
     pil = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
     expected = processor(images=pil, return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(adapter.preprocess_image(pil), expected)
-    torch.testing.assert_close(adapter.prepare([pil, pil]), torch.cat([expected, expected]))
+    torch.testing.assert_close(adapter.preprocess(pil), expected)
+    torch.testing.assert_close(adapter.preprocess([pil, pil]), torch.cat([expected, expected]))
     assert adapter.caption([pil]) == adapter.caption(expected)
     with pytest.raises(ValueError, match="non-empty list"):
-        adapter.prepare([])
+        adapter.preprocess([])
     e = vlcam.explain_caption(adapter, pil, "a red ball")
     assert e.word_maps.shape == (3, 50, 70)
     from_tensor = vlcam.explain_caption(adapter, expected, "a red ball")
@@ -233,7 +233,7 @@ def test_blip_caption_map_lands_on_the_only_informative_patch(tmp, row, col):
     _, inputs = adapter.encode_caption("a red ball")
     maps = [vlcam.grad_cam(CaptionScorer(adapter), (x, *inputs), WordLogProb(2),
                            adapter.get_submodule(adapter.default_layer),
-                           reshape=adapter.gradcam_reshape, upsample=False, counterfactual=cf)[0]
+                           reshape=lambda t: adapter.gradcam_reshape(t, x), upsample=False, counterfactual=cf)[0]
             for cf in (False, True)]
     assert_only_patch(maps, row, col)
 
@@ -247,7 +247,7 @@ def test_vision_encoder_decoder_map_lands_on_the_only_informative_patch(row, col
     x = one_patch_image(row, col)
     maps = [vlcam.grad_cam(CaptionScorer(adapter), (x, *inputs), WordLogProb(1),
                            adapter.get_submodule(adapter.default_layer),
-                           reshape=adapter.gradcam_reshape, upsample=False, counterfactual=cf)[0]
+                           reshape=lambda t: adapter.gradcam_reshape(t, x), upsample=False, counterfactual=cf)[0]
             for cf in (False, True)]
     assert_only_patch(maps, row, col)
 
@@ -261,7 +261,7 @@ def test_vilt_map_lands_on_the_only_informative_patch_despite_shuffled_patches(t
     q = adapter.encode_questions(["what color is the ball?"])
     x = one_patch_image(row, col)
     maps = [vlcam.grad_cam(adapter, (x, q), AnswerLogit(2), adapter.default_layer,
-                           reshape=adapter.gradcam_reshape, upsample=False, counterfactual=cf)[0]
+                           reshape=lambda t: adapter.gradcam_reshape(t, x), upsample=False, counterfactual=cf)[0]
             for cf in (False, True)]
     assert_only_patch(maps, row, col)
 
@@ -273,11 +273,15 @@ def test_blip_vqa_map_lands_on_the_only_informative_patch(tmp, row, col):
     adapter = wrap(model, processor)
     q = adapter.encode_questions(["what color is the ball?"])
     x = one_patch_image(row, col)
-    maps = [vlcam.grad_cam(adapter, (x, q, *adapter.encode_answers(["red"])), AnswerLogit(0),
-                           adapter.default_layer, reshape=adapter.gradcam_reshape, upsample=False,
+    maps = [vlcam.grad_cam(adapter, (x, q, *encode_answers(adapter, ["red"])), AnswerLogit(0),
+                           adapter.default_layer, reshape=lambda t: adapter.gradcam_reshape(t, x), upsample=False,
                            counterfactual=cf)[0]
             for cf in (False, True)]
     assert_only_patch(maps, row, col)
+
+
+def encode_answers(adapter, answers):
+    return adapter.answer_inputs(answers)[0]
 
 
 # --- ViLT VQA -------------------------------------------------------------------------------
@@ -348,11 +352,11 @@ def test_blip_vqa_answer_scores_and_maps_equal_references(tmp):
     question = "what color is the ball?"
     q = adapter.encode_questions([question])
     answers = ["red", "blue", "two dogs"]
-    ids, mask = adapter.encode_answers(answers)
+    ids, mask = encode_answers(adapter, answers)
     with torch.no_grad():
         got = adapter(x, q, ids, mask)[0]
         for k, a in enumerate(answers):
-            one, _ = adapter.encode_answers([a])
+            one, _ = encode_answers(adapter, [a])
             torch.testing.assert_close(got[k], blip_answer_logprob(model, x, q, one), rtol=0, atol=1e-5)
     e = vlcam.explain_answer(adapter, x, question, answers)
     assert e.answers == answers
@@ -361,7 +365,7 @@ def test_blip_vqa_answer_scores_and_maps_equal_references(tmp):
     for k, a in enumerate(answers):
         single = vlcam.explain_answer(adapter, x, question, a)
         torch.testing.assert_close(e.maps[k], single.maps[0], rtol=0, atol=1e-5)
-        one, _ = adapter.encode_answers([a])
+        one, _ = encode_answers(adapter, [a])
         hand = manual_cam(layer, lambda one=one: blip_answer_logprob(model, x, q, one), prefix=1)
         torch.testing.assert_close(e.maps[k], hand, rtol=1e-4, atol=1e-5)
 

@@ -128,8 +128,8 @@ def test_token_logprobs_match_a_hand_computation() -> None:
         if target != PAD:
             row = logits[b, t].double()
             expected[b, t] = float(row[target] - torch.log(torch.exp(row).sum()))
-    torch.testing.assert_close(model.token_logprobs(images, tokens), expected, atol=1e-5, rtol=0)
-    assert (model.token_logprobs(images, tokens)[tokens[:, 1:] == PAD] == 0).all()
+    torch.testing.assert_close(model.word_logprobs(images, tokens), expected, atol=1e-5, rtol=0)
+    assert (model.word_logprobs(images, tokens)[tokens[:, 1:] == PAD] == 0).all()
 
 
 def test_a_word_is_predicted_from_the_image_and_the_earlier_words_only() -> None:
@@ -170,7 +170,7 @@ def test_the_engine_explains_several_words_in_one_backward_through_the_tiling_ru
             self.captioner = captioner
 
         def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-            return self.captioner.token_logprobs(images, tokens)
+            return self.captioner.word_logprobs(images, tokens)
 
     scorer = Scores(_tiny())
     tokens = scorer.captioner.encode_captions(CAPTIONS[:2])
@@ -216,7 +216,7 @@ def _caption_logprob(model: ShowAndTell, image: torch.Tensor, words: list[int], 
     ending = [END] if len(words) < max_len else []
     tokens = torch.tensor([[START, *words, *ending]])
     with torch.no_grad():
-        return float(model.token_logprobs(image, tokens).sum())
+        return float(model.word_logprobs(image, tokens).sum())
 
 
 def test_greedy_generation_matches_teacher_forced_rescoring() -> None:
@@ -271,7 +271,7 @@ def test_generate_preprocesses_arrays_and_files_with_the_backbone_normalisation(
     array = np.random.default_rng(0).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
     Image.fromarray(array).save(tmp_path / "a.png")
     expected = preprocess(array, 32, model.encoder.mean, model.encoder.std)[0].repeat(2, 1, 1, 1)
-    torch.testing.assert_close(model.prepare([array, tmp_path / "a.png"]), expected)
+    torch.testing.assert_close(model.preprocess([array, tmp_path / "a.png"]), expected)
     assert model.generate([array, tmp_path / "a.png"], max_len=5) == model.generate(expected, max_len=5)
 
 

@@ -191,7 +191,7 @@ def check_logprobs_match(tutorial: SimpleNamespace, model: ShowAndTell) -> None:
     x = images()
     tokens = model.encode_captions(CAPTIONS)
     with torch.no_grad():
-        ours = model.token_logprobs(x, tokens)
+        ours = model.word_logprobs(x, tokens)
     for b, caption in enumerate(CAPTIONS):
         ids = model.vocab.encode(caption)
         reference = tutorial_logprobs(tutorial, x[b:b + 1], ids)
@@ -325,7 +325,7 @@ def test_save_then_vlcam_load_gives_identical_outputs(tmp_path) -> None:
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["image_norm"] == "batchnorm"
     x, tokens = images(), model.encode_captions(CAPTIONS)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.token_logprobs(x, tokens), model.token_logprobs(x, tokens), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.word_logprobs(x, tokens), model.word_logprobs(x, tokens), rtol=0, atol=0)
     assert loaded.generate(x, max_len=8) == model.generate(x, max_len=8)
     assert loaded.generate(x, max_len=8, beam_size=3) == model.generate(x, max_len=8, beam_size=3)
 
@@ -339,7 +339,7 @@ def test_the_script_writes_a_checkpoint_that_vlcam_loads(files, imported, tmp_pa
     loaded = vlcam.load(out)
     x, tokens = images(), imported.encode_captions(CAPTIONS)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.token_logprobs(x, tokens), imported.token_logprobs(x, tokens),
+        torch.testing.assert_close(loaded.word_logprobs(x, tokens), imported.word_logprobs(x, tokens),
                                    rtol=0, atol=0)
 
 

@@ -147,6 +147,13 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_text(path: Path) -> str:
+    """Return the UTF-8 text of a checkpoint file; FileNotFoundError naming it if it is missing."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing checkpoint file: {path}")
+    return path.read_text(encoding="utf-8")
+
+
 def read_json(path: Path) -> Any:
     """Return the JSON content of `path`; FileNotFoundError naming it if it is missing."""
     if not path.is_file():

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlcam._capture import LayerCapture, needs_native_rnn
 from vlcam._state import cudnn_disabled, preserved
-from vlcam.layers import layer_name, resolve_layer
+from vlcam.targets import Target
 
-Target = Callable[[Any], torch.Tensor]
 Targets = Union[Target, Sequence[Target]]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 Upsample = Union[bool, tuple[int, int]]
@@ -131,57 +131,37 @@ def layer_gradients(
     args = _as_args(inputs)
     if not targets:
         raise ValueError("targets is empty: pass one target or a non-empty sequence of targets")
-    module = resolve_layer(model, layer)
-    name = layer_name(model, module)
+    capture = LayerCapture(model, layer)
+    name = capture.name
     _check_batch(args)
     if batch_targets not in (True, False, "vmap"):
         raise ValueError(f"batch_targets must be False, True or 'vmap', got {batch_targets!r}")
     replicas = len(targets) if batch_targets is True else 1
-    on_cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
-    has_rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    rnn_above = needs_native_rnn(model, args)
+    leaves: list[torch.Tensor] = []
 
-    captured: dict[str, torch.Tensor] = {}
-
-    def swap_for_leaf(mod: nn.Module, inp: Any, out: Any) -> Any:
-        if "leaf" in captured:
-            raise ValueError(
-                f"layer {name!r} ran more than once in one forward; Grad-CAM needs a layer "
-                "that runs once (choose a module that is not reused, e.g. a block or a conv)"
-            )
-        out, rebuild = layer_output_tensor(out, name)
+    def swap_for_leaf(out: torch.Tensor) -> torch.Tensor:
         if out.shape[0] == 0:
             raise ValueError("empty batch: the inputs hold 0 items")
         # Everything above the layer builds a graph; everything below did not.
         torch.set_grad_enabled(True)
-        if on_cuda and has_rnn:
-            # cuDNN's RNN backward refuses eval mode; the native kernels compute the same
-            # function and back-propagate in any mode.
+        if rnn_above:
             torch.backends.cudnn.enabled = False
         activations = out.detach()
         leaf = activations.repeat(replicas, *[1] * (out.dim() - 1)) if replicas > 1 else activations
-        leaf = leaf.requires_grad_(True)
-        captured["activations"] = out.detach()
-        captured["leaf"] = leaf
+        leaves.append(leaf.requires_grad_(True))
         # A clone, so that an in-place op right after the layer (ReLU(inplace=True))
         # cannot modify the leaf or the activations.
-        return rebuild(leaf.clone())
+        return leaf.clone()
 
     with preserved(model), cudnn_disabled(False), torch.inference_mode(False):
         args = tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
                      for a in args)
-        handle = module.register_forward_hook(swap_for_leaf)
-        try:
-            torch.set_grad_enabled(False)
-            output = model(*args)
-        finally:
-            handle.remove()
-        if "leaf" not in captured:
-            raise ValueError(
-                f"layer {name!r} was never reached by the forward pass; pick a layer that "
-                "the model's forward calls"
-            )
-        leaf = captured["leaf"]
-        batch = captured["activations"].shape[0]
+        torch.set_grad_enabled(False)
+        output, out = capture.forward(lambda: model(*args), swap_for_leaf)
+        (leaf,) = leaves
+        activations = out.detach()
+        batch = activations.shape[0]
         outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
         scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
         grads = _gradients(scores, leaf, replicas, batch, vectorised=batch_targets == "vmap")
@@ -192,7 +172,6 @@ def layer_gradients(
             f"non-finite gradients at layer {name!r} for targets {', '.join(bad)}: the score "
             "is infinite or NaN, or overflowed (under autocast, try float32)"
         )
-    activations = captured["activations"]
     if reshape is not None:
         activations = _reshaped(reshape, activations, name)
         grads = torch.stack([_reshaped(reshape, g, name) for g in grads])
@@ -211,32 +190,6 @@ def layer_gradients(
 
 
 # --- Helpers -------------------------------------------------------------------------------
-
-def layer_output_tensor(out: Any, name: str) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
-    """Return (the tensor a layer output explains, a function that puts a replacement back).
-
-    Transformer blocks (Hugging Face's among them) may return (hidden_states, extras...):
-    the hidden states are explained and the extras pass through unchanged.
-    """
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        rest = out
-
-        def rebuild(tensor: torch.Tensor) -> Any:
-            items = [tensor, *rest[1:]]
-            return type(rest)(*items) if hasattr(rest, "_fields") else type(rest)(items)
-
-        out = out[0]
-    else:
-        def rebuild(tensor: torch.Tensor) -> Any:
-            return tensor
-
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise TypeError(
-            f"layer {name!r} returned {type(out).__name__}; Grad-CAM needs a layer whose "
-            "output is one floating-point tensor (or a tuple whose first item is one)"
-        )
-    return out, rebuild
-
 
 def _as_args(inputs: Any) -> tuple[Any, ...]:
     if isinstance(inputs, tuple):

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlcam._state import cudnn_disabled, preserved
+from vlcam._capture import LayerCapture, native_rnn
+from vlcam._state import preserved
 from vlcam.gradcam import (
     LayerGradients,
     Reshape,
-    Target,
     Targets,
     _as_args,
     _as_target_list,
@@ -30,9 +30,8 @@ from vlcam.gradcam import (
     _score,
     _upsample,
     cam_from_gradients,
-    layer_output_tensor,
 )
-from vlcam.layers import layer_name, resolve_layer
+from vlcam.targets import Target
 
 
 class _Rectify:
@@ -123,7 +122,7 @@ def guided_backprop(
     args = _as_args(inputs)
     _check_batch(args)
     args, image_index = _image_requiring_grad(args)
-    with preserved(model), guided_relus(), _no_cudnn_rnn(model, args), torch.enable_grad():
+    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
         output = model(*args)
         batch = args[image_index].shape[0]
         scores = [_score(t, output, batch) for t in target_list]
@@ -149,27 +148,13 @@ def guided_grad_cam(
     target_list, single = _as_target_list(targets)
     args = _as_args(inputs)
     _check_batch(args)
-    module = resolve_layer(model, layer)
-    name = layer_name(model, module)
+    capture = LayerCapture(model, layer)
+    name = capture.name
     args, image_index = _image_requiring_grad(args)
-    captured: dict[str, torch.Tensor] = {}
 
-    def keep_activations(mod: nn.Module, inp: Any, out: Any) -> torch.Tensor:
-        if "activations" in captured:
-            raise ValueError(f"layer {name!r} ran more than once in one forward")
-        out, rebuild = layer_output_tensor(out, name)
-        captured["activations"] = out
-        return rebuild(out.clone())
-
-    with preserved(model), guided_relus(), _no_cudnn_rnn(model, args), torch.enable_grad():
-        handle = module.register_forward_hook(keep_activations)
-        try:
-            output = model(*args)
-        finally:
-            handle.remove()
-        if "activations" not in captured:
-            raise ValueError(f"layer {name!r} was never reached by the forward pass")
-        activations = captured["activations"]
+    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
+        # A clone, so that an in-place op right after the layer cannot modify the activations.
+        output, activations = capture.forward(lambda: model(*args), lambda out: out.clone())
         batch = args[image_index].shape[0]
         scores = [_score(t, output, batch) for t in target_list]
         _Rectify.on = False
@@ -210,14 +195,6 @@ def _grad_or_zeros(y: torch.Tensor, x: torch.Tensor, *, retain: bool) -> torch.T
         return torch.zeros_like(x)
     (grad,) = torch.autograd.grad(y.sum(), x, retain_graph=retain, allow_unused=True)
     return torch.zeros_like(x) if grad is None else grad.detach()
-
-
-@contextmanager
-def _no_cudnn_rnn(model: nn.Module, args: tuple[Any, ...]) -> Iterator[None]:
-    on_cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
-    has_rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
-    with cudnn_disabled(on_cuda and has_rnn):
-        yield
 
 
 __all__ = ["guided_backprop", "guided_grad_cam", "guided_relus", "Target"]

@@ -90,6 +90,20 @@ class AnswerLogit(_PickedLogit):
         return self._index
 
 
+class TopAnswer:
+    """The pre-softmax score of each item's highest-scoring column, from logits [B, N]: explains
+    a model's own answer (or class) in the same pass that finds it."""
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(f"TopAnswer expects logits of shape [B, number of answers], got {shape}")
+        return output.gather(1, output.argmax(dim=1, keepdim=True)).squeeze(1)
+
+    def __repr__(self) -> str:
+        return "TopAnswer()"
+
+
 class CaptionLogProb:
     """The log-probability of a whole caption: the sum of its teacher-forced word log-probs.
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-
 from vlcam.adapters.hf._common import HFAdapter
-from vlcam.adapters.hf.captioning import BlipCaptioner, HFCaptioner, VisionEncoderDecoderCaptioner
+from vlcam.adapters.hf.captioning import (
+    BlipCaptioner,
+    HFCaptioner,
+    VisionEncoderDecoderCaptioner,
+)
 from vlcam.adapters.hf.vqa import BlipVQA, ViltVQA
 
 # transformers class name -> adapter; matched along the model's class hierarchy, so a

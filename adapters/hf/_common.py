@@ -12,27 +12,27 @@ from typing import Any
 
 import torch
 from torch import nn
+from vlcam.adapters.protocol import BatchTargets, ImageModelBase, Triple
 
 from vlcam.image import image_batch, to_pil
 
-Triple = tuple[float, float, float]
 
-
-class HFAdapter(nn.Module):
+class HFAdapter(ImageModelBase):
     """Base of the Hugging Face adapters: the model, its tokenizer and image processor.
 
-    Attributes the explain functions read: `image_size` (the processor's target size),
-    `mean` / `std` (its normalisation), `default_layer`, and ``preprocess_image(pil)``,
-    which runs the model's own image processor, so explained inputs are exactly what
-    the model sees in use.
+    `image_size` is the processor's target size, `mean` / `std` its normalisation, and
+    :meth:`preprocess` runs the model's own image processor, so explained inputs are exactly
+    what the model sees in use. Token layers are laid out on the patch grid of
+    `patch_size` (None for a CNN image encoder, whose layers are already spatial).
     """
 
     default_layer: str
+    patch_size: int | tuple[int, int] | None = None
     # The layers above the explained one (the rest of the image encoder, a text decoder that
     # cross-attends to every image token) cost about as much as the encoder below it:
     # stacking K copies of them would redo that work K times, so the K targets share one
     # forward and run one vectorised backward instead.
-    gradcam_batch_targets = "vmap"
+    batch_targets: BatchTargets = "vmap"
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__()
@@ -53,15 +53,22 @@ class HFAdapter(nn.Module):
         self.std: Triple = _triple(getattr(image_processor, "image_std", None), "image_std")
         self.image_size = _image_size(image_processor)
 
-    def preprocess_image(self, image: Any) -> torch.Tensor:
-        """Return the model's pixel values [1, 3, H, W] for one RGB PIL image."""
-        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Return pixel values [B, 3, H, W] on the model's device from a preprocessed tensor
+        ([3, H, W] or [B, 3, H, W]) or from one or more images (PIL, arrays, paths), each
+        through the model's image processor."""
+        return image_batch(images, self._pixel_values, self.device)
+
+    def _pixel_values(self, image: Any) -> torch.Tensor:
+        pixels = self.image_processor(images=to_pil(image), return_tensors="pt")["pixel_values"]
         return torch.as_tensor(pixels, dtype=torch.float32)
 
-    def prepare(self, images: Any) -> torch.Tensor:
-        """Return pixel values [B, 3, H, W] on the model's device from a preprocessed tensor
-        ([3, H, W] or [B, 3, H, W]) or from one or more images (PIL, arrays, paths)."""
-        return image_batch(images, lambda i: self.preprocess_image(to_pil(i)), self.device)
+    def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Return a token layer [B, N, C] laid out on the patch grid [B, C, h, w] of `images`
+        (a spatial layer passes through unchanged); see :func:`patch_grid`."""
+        if activations.dim() == 4 or self.patch_size is None:
+            return super().gradcam_reshape(activations, images)
+        return patch_grid(activations, images, self.patch_size)
 
     @property
     def device(self) -> torch.device:
@@ -88,38 +95,27 @@ def blip_setup(adapter: HFAdapter) -> None:
     adapter.start_id = int(text.bos_token_id)
     adapter.end_id = int(text.sep_token_id)
     adapter.default_layer = f"model.vision_model.encoder.layers.{len(model.vision_model.encoder.layers) - 1}"
+    adapter.patch_size = model.config.vision_config.patch_size
 
 
-class PatchGrid:
-    """Lays a ViT-style token layer out on its patch grid, as the engine's `reshape`.
+def patch_grid(tokens: torch.Tensor, images: torch.Tensor, patch_size: int | Sequence[int]) -> torch.Tensor:
+    """Return ViT-style tokens [B, N, C] as [B, C, h, w] on the patch grid of `images`.
 
-    Tokens [B, N, C] become [B, C, h, w] from the last h*w tokens (class, distillation or
-    register tokens come first and are dropped), row-major as the patch convolution
-    flattens them. A [B, C, h, w] output (a CNN layer) passes through unchanged. The
-    grid (h, w) is set by the adapter's forward from the image it was given.
+    The grid is (H // ph, W // pw) of the pixel values the forward was given; its h*w
+    patches are the last h*w tokens (class, distillation or register tokens, or text tokens,
+    come first and are dropped), row-major as the patch convolution flattens them.
     """
-
-    def __init__(self) -> None:
-        self.grid: tuple[int, int] | None = None
-
-    def record(self, images: torch.Tensor, patch_size: int | Sequence[int]) -> None:
-        """Set the grid from the pixel values a forward is given and the patch size."""
-        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
-        self.grid = (images.shape[-2] // ph, images.shape[-1] // pw)
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() == 4:
-            return tokens
-        if self.grid is None or tokens.dim() != 3:
-            raise ValueError(f"cannot lay out a layer output of shape {tuple(tokens.shape)} on a patch grid")
-        h, w = self.grid
-        if tokens.shape[1] < h * w:
-            raise ValueError(
-                f"the layer holds {tokens.shape[1]} tokens, fewer than the {h}x{w} patch grid; "
-                "choose a layer of the image encoder"
-            )
-        patches = tokens[:, tokens.shape[1] - h * w:]
-        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    h, w = images.shape[-2] // ph, images.shape[-1] // pw
+    if tokens.dim() != 3:
+        raise ValueError(f"cannot lay out a layer output of shape {tuple(tokens.shape)} on a patch grid")
+    if tokens.shape[1] < h * w:
+        raise ValueError(
+            f"the layer holds {tokens.shape[1]} tokens, fewer than the {h}x{w} patch grid; "
+            "choose a layer of the image encoder"
+        )
+    patches = tokens[:, tokens.shape[1] - h * w:]
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
 
 def check_text(text: object, what: str) -> str:

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from vlcam.adapters._broadcast import tiled
-from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text
+from vlcam.adapters.hf._common import HFAdapter, blip_setup, check_text
 
 MAX_NEW_TOKENS = 30
 
@@ -38,8 +37,6 @@ class HFCaptioner(HFAdapter):
                 "per-word maps need a fast tokenizer (it reports which word each piece belongs "
                 f"to); got {type(tokenizer).__name__}. Load the processor with use_fast=True"
             )
-        self.patch_grid = PatchGrid()
-        self.gradcam_reshape = self.patch_grid
 
     # --- Subclass hooks -----------------------------------------------------------------
 
@@ -88,6 +85,10 @@ class HFCaptioner(HFAdapter):
         word_of_t = torch.tensor([*word_of, len(words)], dtype=torch.long, device=self.device)
         return words, (ids, word_of_t)
 
+    def known_words(self) -> list[str]:
+        """Return the tokenizer's vocabulary (its pieces, as the tokenizer spells them)."""
+        return list(self.tokenizer.get_vocab())
+
     def word_logprobs(self, images: torch.Tensor, ids: torch.Tensor, word_of: torch.Tensor) -> torch.Tensor:
         """Return per-word log-probabilities [B', n+1] (the last column: <end>).
 
@@ -114,7 +115,7 @@ class HFCaptioner(HFAdapter):
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
         with torch.no_grad():
-            out = self.generate_ids(self.prepare(images), beam_size, max_len)
+            out = self.generate_ids(self.preprocess(images), beam_size, max_len)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
 
@@ -131,7 +132,6 @@ class BlipCaptioner(HFCaptioner):
         blip_setup(self)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        self.patch_grid.record(images, self.model.config.vision_config.patch_size)
         return self.model.vision_model(pixel_values=images).last_hidden_state
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -168,11 +168,10 @@ class VisionEncoderDecoderCaptioner(HFCaptioner):
             )
         self.start_id, self.end_id = int(start), int(end)
         self.default_layer = "model.encoder." + _last_block(model.encoder)
+        # A CNN encoder has no patches: its layers are spatial already.
+        self.patch_size = getattr(model.encoder.config, "patch_size", None)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        patch = getattr(self.model.encoder.config, "patch_size", None)
-        if patch is not None:
-            self.patch_grid.record(images, patch)
         return self.model.encoder(pixel_values=images).last_hidden_state
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

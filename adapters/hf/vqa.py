@@ -1,9 +1,10 @@
 """Hugging Face VQA models: ViLT (a classifier over answers) and BLIP (answers are generated).
 
-`ViltVQA` has the VQA interface of the native models: ``model(images, questions)``
-returns answer logits over `answers` (the config's id2label), and Grad-CAM explains one
-logit. `BlipVQA` is open-vocabulary: it scores any answer string by the log-probability
-of its token sequence, log p(answer, [SEP] | image, question), which is the target.
+`ViltVQA` scores a fixed vocabulary, as the native models do: ``answer_scores(images,
+questions)`` returns answer logits over `answers` (the config's id2label), and Grad-CAM
+explains one logit. `BlipVQA` is open-vocabulary: it scores any answer string by the
+log-probability of its token sequence, log p(answer, [SEP] | image, question), which is
+the target.
 """
 
 from __future__ import annotations
@@ -14,16 +15,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from vlcam.adapters._broadcast import tiled
-from vlcam.adapters.hf._common import HFAdapter, PatchGrid, blip_setup, check_text, pad_rows
+from vlcam.adapters.hf._common import (
+    HFAdapter,
+    blip_setup,
+    check_text,
+    pad_rows,
+)
+from vlcam.adapters.protocol import answer_indices
 
 MAX_ANSWER_TOKENS = 10
 
 
 class _Questions(HFAdapter):
     def encode_questions(self, questions: Sequence[str]) -> torch.Tensor:
-        """Return the tokenized questions as padded ids [B, L] on the model's device."""
+        """Return the tokenized questions as padded ids [B, L] on the model's device.
+
+        ValueError for a question without words, whose every piece is the tokenizer's
+        unknown token, or longer than the model reads.
+        """
         if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
             raise ValueError(f"questions must be a non-empty list of strings, got {questions!r:.80}")
         config = getattr(self.model.config, "text_config", self.model.config)
@@ -44,6 +54,10 @@ class _Questions(HFAdapter):
                 )
         return pad_rows(rows, self.pad_id, self.device)[0]
 
+    def encode_question(self, question: str) -> torch.Tensor:
+        """Return one question's ids [1, L] (see :meth:`encode_questions`)."""
+        return self.encode_questions([question])
+
     def _mask(self, ids: torch.Tensor) -> torch.Tensor:
         return (ids != self.pad_id).long()
 
@@ -52,15 +66,18 @@ class ViltVQA(_Questions):
     """`ViltForQuestionAnswering`: text and image patches in one transformer; answer logits.
 
     The default Grad-CAM layer is the second-to-last block: the answer head reads only the
-    last block's first token, so the last block's image tokens receive no gradient. ViLT
-    shuffles (and, with ``max_image_length`` below the patch count, samples) its patches on
-    every forward; the adapter records where each token came from and lays the tokens back
-    on the patch grid (unsampled patches stay 0). The shuffling draws from a forked random
-    generator, so explaining leaves the caller's random stream untouched.
+    last block's first token, so the last block's image tokens receive no gradient.
+
+    ViLT shuffles (and, with ``max_image_length`` below the patch count, samples) its
+    patches on every forward. The adapter keeps every patch and puts the image tokens back
+    in raster order right after ViLT's patch embedding. Position embeddings are added
+    before that point and attention does not depend on token order, so the answer logits
+    are the model's own (to float rounding), and any block's image tokens lie on the patch
+    grid. The shuffle draws from a forked random generator, so explaining leaves the
+    caller's random stream untouched.
     """
 
-    # ViLT's VQA head is trained with a sigmoid per answer (soft VQA scores), not a softmax.
-    answer_probability = "sigmoid"
+    open_vocabulary = False
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
@@ -68,11 +85,17 @@ class ViltVQA(_Questions):
         self.answers = [str(id2label[i]) for i in range(len(id2label))]
         layers = len(model.vilt.encoder.layer)
         self.default_layer = f"model.vilt.encoder.layer.{max(layers - 2, 0)}"
-        self.gradcam_reshape = self._lay_out
-        self._layout: tuple[int, torch.Tensor, tuple[int, int]] | None = None
+        self.patch_size = model.config.patch_size
 
-    def forward(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+    def answer_inputs(self, answers: Sequence[str]) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+        """Return ((), each answer's index in `answers`); ValueError naming an unknown answer."""
+        return (), answer_indices(self.answers, answers)
+
+    def answer_scores(self, images: torch.Tensor, questions: torch.Tensor, *answer_inputs: torch.Tensor
+                      ) -> torch.Tensor:
         """Return answer logits [B', A] for pixel values and question ids [B, L]."""
+        if answer_inputs:
+            raise ValueError("ViLT scores its fixed answer vocabulary: it takes no answer inputs")
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {_shape(images)}")
         questions = tiled(questions, images.shape[0], "questions")
@@ -80,80 +103,82 @@ class ViltVQA(_Questions):
         visual_embed = embeddings.visual_embed
         shadowed = "visual_embed" in vars(embeddings)
 
-        def recording(*args: Any, **kwargs: Any) -> Any:
-            out = visual_embed(*args, **kwargs)
-            patch_index, grid = out[2]
-            self._layout = (questions.shape[1], patch_index, grid)
-            return out
+        def in_raster_order(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, max_image_length: Any = -1
+                            ) -> Any:
+            tokens, mask, (patch_index, (h, w)) = visual_embed(pixel_values, pixel_mask, max_image_length=-1)
+            order = (patch_index[..., 0] * w + patch_index[..., 1]).argsort(dim=1).to(tokens.device)
+            rows = order.unsqueeze(-1)
+            tokens = torch.cat([tokens[:, :1], tokens[:, 1:].gather(1, rows.expand(-1, -1, tokens.shape[2]))], 1)
+            mask = torch.cat([mask[:, :1], mask[:, 1:].gather(1, order)], 1)
+            patch_index = patch_index.gather(1, rows.expand(-1, -1, 2).to(patch_index.device))
+            return tokens, mask, (patch_index, (h, w))
 
         devices = [images.device] if images.is_cuda else []
-        embeddings.visual_embed = recording
+        embeddings.visual_embed = in_raster_order
         try:
             with torch.random.fork_rng(devices=devices):
-                return self.model(
+                logits: torch.Tensor = self.model(
                     input_ids=questions,
                     attention_mask=self._mask(questions),
                     pixel_values=images,
                     pixel_mask=torch.ones(images.shape[0], *images.shape[2:], dtype=torch.long,
                                           device=images.device),
                 ).logits
+                return logits
         finally:
             if shadowed:
                 embeddings.visual_embed = visual_embed
             else:
                 del embeddings.visual_embed
 
-    def _lay_out(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Return image tokens [B, N+L, C] of the last forward laid out as [B, C, h, w]."""
-        if tokens.dim() == 4:
-            return tokens
-        if self._layout is None:
-            raise ValueError("no ViLT forward has run yet: the patch layout is unknown")
-        text_length, patch_index, (h, w) = self._layout
-        patches = tokens[:, text_length + 1:]  # after the text and the image's class token
-        if patches.shape[1] != patch_index.shape[1]:
-            raise ValueError(
-                f"the layer holds {tokens.shape[1]} tokens; expected {text_length} text + 1 + "
-                f"{patch_index.shape[1]} image tokens: choose a block of model.vilt.encoder"
-            )
-        grid = tokens.new_zeros(tokens.shape[0], h * w, tokens.shape[2])
-        flat = (patch_index[..., 0] * w + patch_index[..., 1]).to(tokens.device)
-        grid.scatter_(1, flat.unsqueeze(-1).expand(-1, -1, tokens.shape[2]), patches)
-        return grid.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+    def forward(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        """Return :meth:`answer_scores`."""
+        return self.answer_scores(images, questions)
+
+    def answer_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Return the sigmoid of each logit: ViLT's VQA head is trained with one per answer
+        (soft VQA scores), not a softmax."""
+        return torch.sigmoid(scores.float())
+
+    def top_answers(self, images: torch.Tensor, questions: torch.Tensor) -> list[str]:
+        """Return the highest-scoring answer per image, without grad."""
+        with torch.no_grad():
+            top = self.answer_scores(images, questions).argmax(dim=1)
+        return [self.answers[i] for i in top.tolist()]
 
 
 class BlipVQA(_Questions):
     """`BlipForQuestionAnswering`: the answer is generated, so any answer can be explained.
 
-    ``model(images, questions, answers, answer_mask)`` returns [B', K]: log p(answer k,
-    [SEP] | image, question) for each of K answers from :meth:`encode_answers`. The
+    ``answer_scores(images, questions, answers, answer_mask)`` returns [B', K]: log p(answer
+    k, [SEP] | image, question) for each of K answers from :meth:`answer_inputs`. The
     default Grad-CAM layer is the vision encoder's last block.
     """
 
     open_vocabulary = True
+    answers: Sequence[str] = ()
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
         blip_setup(self)
-        self.patch_grid = PatchGrid()
-        self.gradcam_reshape = self.patch_grid
 
-    def encode_answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ([bos] pieces [SEP] ids [K, L], their mask [K, L]) for the answer strings."""
+    def answer_inputs(self, answers: Sequence[str]) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+        """Return (([bos] pieces [SEP] ids [K, L], their mask [K, L]), columns 0..K-1)."""
         rows = []
         for a in answers:
             check_text(a, "answer")
             pieces = list(self.tokenizer(a, add_special_tokens=False)["input_ids"])
             rows.append([self.start_id, *pieces, self.end_id])
-        return pad_rows(rows, self.pad_id, self.device)
+        return pad_rows(rows, self.pad_id, self.device), list(range(len(rows)))
 
-    def forward(
-        self, images: torch.Tensor, questions: torch.Tensor, answers: torch.Tensor, answer_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def answer_scores(self, images: torch.Tensor, questions: torch.Tensor, *answer_inputs: torch.Tensor
+                      ) -> torch.Tensor:
         """Return each answer's sequence log-probability [B', K]."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {_shape(images)}")
-        self.patch_grid.record(images, self.model.config.vision_config.patch_size)
+        if len(answer_inputs) != 2:
+            raise ValueError("BLIP scores answers from answer_inputs(answers): (ids [K, L], mask [K, L])")
+        answers, answer_mask = answer_inputs
         image_embeds = self.model.vision_model(pixel_values=images).last_hidden_state
         batch = image_embeds.shape[0]
         questions = tiled(questions, batch, "questions")
@@ -177,8 +202,18 @@ class BlipVQA(_Questions):
         picked = picked * answer_mask.repeat(batch, 1)[:, 1:]
         return picked.sum(dim=1).view(batch, k)
 
-    def answer(self, images: torch.Tensor, questions: torch.Tensor) -> list[str]:
+    def forward(self, images: torch.Tensor, questions: torch.Tensor, answers: torch.Tensor,
+                answer_mask: torch.Tensor) -> torch.Tensor:
+        """Return :meth:`answer_scores`."""
+        return self.answer_scores(images, questions, answers, answer_mask)
+
+    def answer_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Return exp of each answer's sequence log-probability."""
+        return scores.float().exp()
+
+    def top_answers(self, images: torch.Tensor, questions: torch.Tensor) -> list[str]:
         """Return the generated answer (greedy) for each image and question."""
+        questions = tiled(questions, images.shape[0], "questions")
         with torch.no_grad():
             out = self.model.generate(input_ids=questions, attention_mask=self._mask(questions),
                                       pixel_values=images, max_new_tokens=MAX_ANSWER_TOKENS)

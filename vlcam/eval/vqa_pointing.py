@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from vlcam.adapters.protocol import AnswerModel
 from vlcam.data.vqa import COCO_IMAGE_PATTERN, VQAItem, read_vqa, vqa_accuracy
 from vlcam.eval.pointing import disc_grown, load_coco
 
@@ -47,7 +48,7 @@ class AnswerPointingItem:
 
 
 def iter_answer_pointing(
-    model: nn.Module,
+    model: AnswerModel,
     items: Sequence[VQAItem],
     instances_json: str | Path,
     *,
@@ -78,7 +79,6 @@ def iter_answer_pointing(
     counts.setdefault("not_single_object", 0)
     counts.setdefault("other_question_type", 0)
     counts.setdefault("answer_not_in_vocabulary", 0)
-    known = set(model.answers)
     for item in items:
         if question_types is not None and item.question_type not in question_types:
             counts["other_question_type"] += 1
@@ -86,7 +86,7 @@ def iter_answer_pointing(
         if len(item.object_ids) != 1:
             counts["not_single_object"] += 1
             continue
-        if answer == "ground_truth" and item.multiple_choice_answer not in known:
+        if answer == "ground_truth" and not _scorable(model, item.multiple_choice_answer):
             counts["answer_not_in_vocabulary"] += 1
             continue
         object_id = item.object_ids[0]
@@ -102,7 +102,8 @@ def iter_answer_pointing(
                 f"image {item.image} is {tuple(explanation.maps.shape[-2:])} but its mask in "
                 f"{instances_json} is {region.shape}: the instances file is for other images"
             )
-        predicted = explanation.answers[0] if answer == "predicted" else _top_answer(model, item)
+        predicted = explanation.answers[0] if answer == "predicted" else \
+            model.top_answers(explanation.images, explanation.inputs[0])[0]
         row, col = explanation.peaks()[0]
         empty = not bool(explanation.maps[0].max() > 0)
         h, w = region.shape
@@ -157,7 +158,7 @@ def summarize_answer_pointing(items: Sequence[AnswerPointingItem], counts: dict[
 
 
 def answer_pointing_game(
-    model: nn.Module,
+    model: AnswerModel,
     questions_json: str | Path,
     annotations_json: str | Path,
     instances_json: str | Path,
@@ -181,8 +182,13 @@ def answer_pointing_game(
     return summary
 
 
-def _top_answer(model: nn.Module, item: VQAItem) -> str:
-    return model.predict([item.image], [item.question])[0]
+def _scorable(model: AnswerModel, answer: str) -> bool:
+    """Whether `model` can score `answer` (always, for an open vocabulary)."""
+    try:
+        model.answer_inputs([answer])
+    except ValueError:
+        return False
+    return True
 
 
 __all__ = ["AnswerPointingItem", "answer_pointing_game", "iter_answer_pointing", "summarize_answer_pointing"]

@@ -1,15 +1,24 @@
-"""What the caption and answer explanations share: image intake, methods, map sizes."""
+"""What the caption and answer explanations share: image intake, methods, the maps, and the
+:class:`Explanation` base that remembers what produced them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vlcam._state import preserved
+from vlcam.adapters.protocol import ImageModel
+from vlcam.explain.figures import overlay_figure, peak, save_figure
+from vlcam.gradcam import cam_from_gradients, layer_gradients
+from vlcam.guided import guided_grad_cam
 from vlcam.image import preprocess, to_pil
+from vlcam.targets import Target
 
 METHODS = ("gradcam", "guided-gradcam", "counterfactual")
 
@@ -23,33 +32,102 @@ class PreparedImage:
     display: np.ndarray  # H x W x 3 uint8, for figures
 
 
+@dataclass
+class Explanation:
+    """Maps of one image, one per explained target, and what produced them.
+
+    ``scorer(images, *inputs)`` is the differentiable forward that was explained and
+    ``targets[k](output)`` the score behind ``maps[k]``, so an evaluation can score exactly
+    what was explained (:meth:`scores`) on other images, e.g. occluded copies of `images`.
+    Maps are at the original image's resolution, raw (not normalised); for
+    ``method="guided-gradcam"`` they are the per-pixel L2 norm over colour channels.
+    """
+
+    maps: torch.Tensor  # [K, H, W]
+    targets: list[Target]
+    method: str
+    layer: str
+    scorer: nn.Module = field(repr=False)
+    inputs: tuple[torch.Tensor, ...] = field(repr=False)
+    images: torch.Tensor = field(repr=False)  # [1, 3, S, S]: the input the model saw
+    image: np.ndarray = field(repr=False)  # H x W x 3 uint8
+
+    def peaks(self) -> list[tuple[int, int]]:
+        """Return each map's maximum as (row, col) in the original image."""
+        return [peak(m) for m in self.maps]
+
+    def scores(self, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Return each explained target's score [B, K] on preprocessed `images` (default: the
+        explained image), in eval mode without grad; the model comes back as it was."""
+        images = self.images if images is None else images
+        with preserved(self.scorer, eval_mode=True), torch.no_grad():
+            output = self.scorer(images, *self.inputs)
+            return torch.stack([t(output) for t in self.targets], dim=1)
+
+    def panels(self) -> tuple[list[torch.Tensor], list[str], str]:
+        """Return (the maps to draw, their titles, the figure's title)."""
+        return list(self.maps), [repr(t) for t in self.targets], self.method
+
+    def plot(self, columns: int = 5) -> Any:
+        """Return a matplotlib Figure: the image, then each map over it, titled."""
+        maps, titles, suptitle = self.panels()
+        return overlay_figure(self.image, maps, titles, suptitle=suptitle, columns=columns)
+
+    def save(self, path: str | Path, dpi: int = 100) -> Path:
+        """Return `path` after drawing :meth:`plot` into it."""
+        return save_figure(self.plot(), path, dpi=dpi)
+
+
 def check_method(method: object) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-    return method  # type: ignore[return-value]
+    return str(method)
 
 
-def prepare_image(model: nn.Module, img: Any) -> PreparedImage:
+def prepare_image(model: ImageModel, img: Any) -> PreparedImage:
     """Return `img` (PIL image, array, path, or preprocessed tensor) ready for `model`."""
-    device = next(model.parameters()).device
-    mean, std = tuple(model.mean), tuple(model.std)
     if isinstance(img, torch.Tensor):
-        tensor, size = preprocess(img, model.image_size, mean, std)
+        tensor, size = preprocess(img, model.image_size, model.mean, model.std)  # checks the shape
         if not torch.isfinite(tensor).all():
             raise ValueError("the image tensor holds NaN or infinite values")
-        m = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
+        m = torch.tensor(model.mean, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
+        s = torch.tensor(model.std, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
         display = ((tensor * s + m).clamp(0, 1)[0].permute(1, 2, 0) * 255).round()
-        return PreparedImage(tensor.float().to(device), size, display.byte().cpu().numpy())
+        return PreparedImage(model.preprocess(tensor.float()), size, display.byte().cpu().numpy())
     pil = to_pil(img)
-    own = getattr(model, "preprocess_image", None)
-    if own is not None:
-        # Adapters of models that come with an image processor (Hugging Face) use it, so
-        # the explained input is exactly what the model sees in use.
-        tensor, size = own(pil), (pil.height, pil.width)
+    return PreparedImage(model.preprocess(pil), (pil.height, pil.width), np.asarray(pil, dtype=np.uint8))
+
+
+def explained_maps(
+    model: ImageModel,
+    scorer: nn.Module,
+    images: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    targets: Sequence[Target],
+    layer: nn.Module,
+    method: str,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, Any]:
+    """Return (the maps [K, H, W] of `targets` at the original `size`, the scorer's output for
+    the image) from one forward of ``scorer(images, *inputs)`` and one batched backward."""
+    args = (images, *inputs)
+
+    def reshape(activations: torch.Tensor) -> torch.Tensor:
+        return model.gradcam_reshape(activations, images)
+
+    if method == "guided-gradcam":
+        maps = guided_grad_cam(scorer, args, list(targets), layer, reshape=reshape)[0].norm(dim=1)  # [K, S, S]
+        with torch.no_grad():
+            output = scorer(*args)
     else:
-        tensor, size = preprocess(pil, model.image_size, mean, std)
-    return PreparedImage(tensor.to(device), size, np.asarray(pil, dtype=np.uint8))
+        result = layer_gradients(scorer, args, list(targets), layer, reshape=reshape,
+                                 batch_targets=model.batch_targets)
+        maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
+        output = result.output
+    maps = resize_maps(maps, size)
+    if not torch.isfinite(maps).all():
+        raise ValueError("the maps hold non-finite values: the image or the model produced NaN/inf")
+    return maps, output
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -59,7 +137,3 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(
         maps.unsqueeze(0), size=size, mode="bilinear", align_corners=False
     )[0]
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -1,92 +1,66 @@
 """explain_answer: Grad-CAM for the answers of a VQA model (Sec. 8.2, Fig. 12).
 
-The VQA model is any module with the VQA adapter interface (`VQALSTMCNN` and `HieCoAtt`
-are two): ``model(images, questions) -> answer logits [B', A]`` that broadcasts its
-question batch to a larger image batch, ``encode_questions``, a question `vocab`, the
-answer list `answers`, `image_size`, `mean`, `std` and `default_layer`. Several answers
-are explained with one CNN forward and one batched backward through the layers above the
-explained one.
-
-An open-vocabulary model (``open_vocabulary = True``, e.g. the BLIP adapter) generates
-its answers instead: ``model(images, questions, *encode_answers(answers))`` returns the
-log-probability of each given answer [B', K], ``answer(images, questions)`` generates
-one, and any answer string can be explained. Adapters may define `gradcam_reshape` (token
-layers onto the patch grid), ``preprocess_image`` and `gradcam_batch_targets` (how the
-engine batches the answers' backwards; default True).
+The VQA model is any :class:`vlcam.adapters.AnswerModel`: it encodes the question and the
+answers itself and returns one differentiable score per answer column
+(``answer_scores``). Several answers are explained with one forward and one batched
+backward through the layers above the explained one. A fixed-vocabulary model's columns
+are its answers; an open-vocabulary one (BLIP) scores any answer strings it is given.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from vlcam._state import preserved
-from vlcam.data.vqa import normalize_answer
-from vlcam.explain._common import check_method, prepare_image, resize_maps
-from vlcam.explain.figures import overlay_figure, peak, save_figure
-from vlcam.gradcam import cam_from_gradients, layer_gradients
-from vlcam.guided import guided_grad_cam
+from vlcam.adapters.protocol import AnswerModel, check_conforms
+from vlcam.explain._common import Explanation, check_method, explained_maps, prepare_image
 from vlcam.layers import layer_name, resolve_layer
-from vlcam.targets import AnswerLogit
-from vlcam.text import UNK, tokenize
+from vlcam.targets import AnswerLogit, Target, TopAnswer
 
-MAX_WORDS = 64
 MAX_ANSWERS = 64
 
 
-class TopAnswer:
-    """The pre-softmax score of each item's highest-scoring answer: explains the model's own
-    answer in the same pass that finds it."""
+class AnswerScorer(nn.Module):
+    """scorer(images, questions, *answer_inputs) -> the answer scores [B', columns]."""
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        return output.gather(1, output.argmax(dim=1, keepdim=True)).squeeze(1)
+    def __init__(self, model: AnswerModel) -> None:
+        super().__init__()
+        self.model = model
 
-    def __repr__(self) -> str:
-        return "TopAnswer()"
+    def forward(self, images: torch.Tensor, questions: torch.Tensor, *answer_inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.answer_scores(images, questions, *answer_inputs)
 
 
 @dataclass
-class AnswerExplanation:
+class AnswerExplanation(Explanation):
     """Grad-CAM maps for answers to a question about an image, one map per answer.
 
-    Maps are at the original image's resolution, raw (not normalised). For
-    ``method="guided-gradcam"`` they are the per-pixel L2 norm over colour channels.
+    ``targets[k]`` is ``AnswerLogit(answer_indices[k])``; `inputs` are the encoded question
+    and the answers' inputs.
     """
 
     question: str
     answers: list[str]
-    answer_indices: list[int]  # into the model's `answers` (open vocabulary: into `answers`)
+    answer_indices: list[int]  # the answers' score columns (fixed vocabulary: into the model's `answers`)
     probs: torch.Tensor  # [K]: each answer's probability under the model (softmax, sigmoid or sequence)
-    maps: torch.Tensor  # [K, H, W]
-    method: str
-    layer: str
-    image: np.ndarray = field(repr=False)  # H x W x 3 uint8
 
-    def peaks(self) -> list[tuple[int, int]]:
-        """Return each map's maximum as (row, col) in the original image."""
-        return [peak(m) for m in self.maps]
-
-    def plot(self, columns: int = 4) -> Any:
-        """Return a matplotlib Figure like the paper's Fig. 12: the image, then one map per answer."""
+    def panels(self) -> tuple[list[torch.Tensor], list[str], str]:
+        """Return one map per answer, titled with its probability (the paper's Fig. 12)."""
         titles = [f"{a!r}: p = {float(p):.2f}" for a, p in zip(self.answers, self.probs)]
-        return overlay_figure(self.image, list(self.maps), titles,
-                              suptitle=f"Q: {self.question} ({self.method})", columns=columns)
+        return list(self.maps), titles, f"Q: {self.question} ({self.method})"
 
-    def save(self, path: str | Path, dpi: int = 100) -> Path:
-        """Return `path` after drawing :meth:`plot` into it."""
-        return save_figure(self.plot(), path, dpi=dpi)
+    def plot(self, columns: int = 4) -> object:
+        """Return a matplotlib Figure like the paper's Fig. 12: the image, then one map per answer."""
+        return super().plot(columns=columns)
 
 
 def explain_answer(
-    model: nn.Module,
-    img: Any,
+    model: AnswerModel,
+    img: object,
     question: str,
     answer: str | Sequence[str] | None = None,
     *,
@@ -98,58 +72,52 @@ def explain_answer(
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
     already preprocessed [3, S, S] / [1, 3, S, S] tensor. `answer` is one answer, a list
     of answers (the paper's "red", "yellow", "yellow and red": all from one pass), or None
-    for the model's top answer. Answers must be in the model's answer vocabulary (compared
-    after VQA normalisation). `method` is "gradcam", "guided-gradcam" or "counterfactual"
-    (Eq. 12). `layer` defaults to the model's `default_layer`; any conv block that runs
-    once works (for HieCoAtt, ``cnn.body.layer1`` .. ``cnn.body.layer4``). The model is
-    explained in eval mode and comes back as given.
+    for the model's top answer. A fixed-vocabulary model's answers must be in its
+    vocabulary (compared after VQA normalisation). `method` is "gradcam", "guided-gradcam"
+    or "counterfactual" (Eq. 12). `layer` defaults to the model's `default_layer`; any
+    layer that runs once works (for HieCoAtt, ``cnn.body.layer1`` .. ``cnn.body.layer4``).
+    The model is explained in eval mode and comes back as given.
     """
+    check_conforms(model, AnswerModel, "explain_answer needs a VQA model")
     method = check_method(method)
     module = resolve_layer(model, model.default_layer if layer is None else layer)
     requested = _requested_answers(answer)
-    open_vocabulary = bool(getattr(model, "open_vocabulary", False))
-    indices = [] if open_vocabulary or requested is None else _answer_indices(model, requested)
     prepared = prepare_image(model, img)
-    reshape = getattr(model, "gradcam_reshape", None)
+    scorer = AnswerScorer(model)
     with preserved(model, eval_mode=True):
-        tokens = _encode(model, question)
-        args: tuple[Any, ...] = (prepared.tensor, tokens)
-        if open_vocabulary:
-            # The answers are the output's columns: log p(answer k | image, question).
-            names = requested or model.answer(prepared.tensor, tokens)
-            args = (*args, *model.encode_answers(names))
-            indices = list(range(len(names)))
-        if method == "guided-gradcam":
-            with torch.no_grad():
-                logits = model(*args)[0]
-            indices = indices or [int(logits.argmax())]
-            fused = guided_grad_cam(model, args, [AnswerLogit(i) for i in indices], module, reshape=reshape)[0]
-            maps = fused.norm(dim=1)
-        else:
-            targets = [AnswerLogit(i) for i in indices] if indices else [TopAnswer()]
-            result = layer_gradients(model, args, targets, module, reshape=reshape,
-                                     batch_targets=getattr(model, "gradcam_batch_targets", True))
-            maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
-            logits = result.output[0].detach()
-            indices = indices or [int(logits.argmax())]
-    maps = resize_maps(maps, prepared.size)
-    if open_vocabulary:
-        probs, answers = logits.float().exp(), list(names)
-    elif getattr(model, "answer_probability", "softmax") == "sigmoid":
-        probs, answers = torch.sigmoid(logits.float())[indices], [model.answers[i] for i in indices]
-    else:
-        probs, answers = torch.softmax(logits.float(), dim=0)[indices], [model.answers[i] for i in indices]
-    if not (torch.isfinite(maps).all() and torch.isfinite(probs).all()):
-        raise ValueError("the maps hold non-finite values: the image or the model produced NaN/inf")
+        questions = model.encode_question(question)
+        if requested is None and model.open_vocabulary:
+            requested = model.top_answers(prepared.tensor, questions)[:1]
+        columns: list[int] = []
+        inputs: tuple[torch.Tensor, ...] = ()
+        if requested is not None:
+            inputs, columns = model.answer_inputs(requested)
+        # Without requested answers, a fixed vocabulary's top answer is found and explained in one pass.
+        targets: list[Target] = [AnswerLogit(c) for c in columns] if columns else [TopAnswer()]
+        maps, output = explained_maps(model, scorer, prepared.tensor, (questions, *inputs), targets, module,
+                                      method, prepared.size)
+    scores = output[0].detach()
+    if not columns:
+        columns = [int(scores.argmax())]
+        targets = [AnswerLogit(columns[0])]
+    probs = model.answer_probabilities(scores)[columns]
+    if not torch.isfinite(probs).all():
+        raise ValueError("the answer scores are NaN or infinite: the image or the model produced NaN/inf")
+    names = list(requested) if model.open_vocabulary and requested is not None else \
+        [model.answers[c] for c in columns]
     return AnswerExplanation(
-        question=question,
-        answers=answers,
-        answer_indices=indices,
-        probs=probs,
         maps=maps,
+        targets=targets,
         method=method,
         layer=layer_name(model, module),
+        scorer=scorer,
+        inputs=(questions, *inputs),
+        images=prepared.tensor,
         image=prepared.display,
+        question=question,
+        answers=names,
+        answer_indices=columns,
+        probs=probs,
     )
 
 
@@ -175,39 +143,4 @@ def _requested_answers(answer: object) -> list[str] | None:
     return requested
 
 
-def _answer_indices(model: nn.Module, requested: list[str]) -> list[int]:
-    """Return the indices of the requested answers in the model's answer vocabulary."""
-    exact = {a: i for i, a in enumerate(model.answers)}
-    normalised = {normalize_answer(a): i for i, a in reversed(list(enumerate(model.answers)))}
-    indices = []
-    for a in requested:
-        index = exact.get(a, normalised.get(normalize_answer(a)))
-        if index is None:
-            close = difflib.get_close_matches(normalize_answer(a), model.answers, n=5, cutoff=0.5)
-            hint = f"closest answers: {', '.join(map(repr, close))}" if close else \
-                f"e.g. {', '.join(map(repr, model.answers[:5]))}"
-            raise ValueError(
-                f"answer {a!r:.80} is not in the model's vocabulary of {len(model.answers)} answers; {hint}"
-            )
-        indices.append(index)
-    return indices
-
-
-def _encode(model: nn.Module, question: object) -> torch.Tensor:
-    if not isinstance(question, str):
-        raise TypeError(f"question must be a str, got {type(question).__name__}")
-    words = tokenize(question)
-    if not words:
-        raise ValueError(f"the question {question!r:.80} has no words")
-    if len(words) > MAX_WORDS:
-        raise ValueError(f"the question has {len(words)} words; at most {MAX_WORDS} are accepted")
-    tokens = model.encode_questions([question])
-    if bool((tokens[0] == UNK).all()):
-        raise ValueError(
-            f"every word of the question {question!r:.80} is unknown to the model's vocabulary; "
-            "nothing could be explained"
-        )
-    return tokens
-
-
-__all__ = ["AnswerExplanation", "TopAnswer", "explain_answer"]
+__all__ = ["AnswerExplanation", "AnswerScorer", "explain_answer"]

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
-from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN, VQAModel
+from vlcam.adapters.vqa_base import VQAModel
+from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.data.vqa import (
     COCO_IMAGE_PATTERN,

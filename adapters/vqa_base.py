@@ -1,0 +1,175 @@
+"""What the native VQA adapters share: vocabularies, question encoding, the broadcasting
+rule and checkpoints (:class:`VQAModel`), and the checks their constructors use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from vlcam.adapters._broadcast import tiled
+from vlcam.adapters.backbones import Backbone
+from vlcam.adapters.protocol import AnswerModelBase
+
+from vlcam.checkpoint import load_state, read_text, save_checkpoint
+from vlcam.image import ImageLike, image_batch, preprocess
+from vlcam.text import PAD, UNK, Vocabulary, pad_sequences, tokenize
+
+VOCAB_FILE = "vocab.json"
+ANSWERS_FILE = "answers.json"
+MAX_QUESTION_WORDS = 64
+
+
+class VQAModel(AnswerModelBase):
+    """A VQA classifier: ``model(images, questions) -> logits [B', num_answers]``.
+
+    Attributes: `vocab` (the question Vocabulary), `answers` (the answer vocabulary, index
+    = logit column), `image_size`, `mean`, `std` (input normalisation), `default_layer`
+    (the Grad-CAM layer's dotted name), `config` (JSON-ready, with "kind").
+
+    Broadcasting: when the image-feature batch is r > 1 times the question batch (r copies
+    of the images, or of a CNN layer's activations), the questions are tiled r times
+    (``questions.repeat(r, 1)``), so copy j (rows ``j*B .. j*B+B-1``) pairs with the same
+    questions; the Grad-CAM engine relies on this to explain several answers with one
+    backward (``batch_targets=True``).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, vocab: Vocabulary, answers: Sequence[str], backbone: Backbone, image_size: int) -> None:
+        super().__init__()
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"vocab must be a vlcam.text.Vocabulary, got {type(vocab).__name__}")
+        if isinstance(answers, str) or not answers or not all(isinstance(a, str) and a for a in answers):
+            raise ValueError(f"answers must be a non-empty list of non-empty strings, got {answers!r:.80}")
+        if len(set(answers)) != len(answers):
+            raise ValueError("answers must be distinct: each answer is one logit")
+        check_positive(image_size=image_size)
+        self.vocab = vocab
+        self.answers = list(answers)
+        self.image_size = image_size
+        self.cnn = backbone
+        self.mean = backbone.mean
+        self.std = backbone.std
+        self.default_layer = "cnn." + backbone.gradcam_layer
+        self.config: dict[str, Any] = {}
+
+    # --- The model (subclasses define encode_images and answer_logits) ---------------------
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the image representation the answer head consumes, batch first."""
+        raise NotImplementedError
+
+    def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        """Return answer logits [B', A] from :meth:`encode_images` output and questions [B, L]."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        """Return answer logits [B', num_answers] (pre-softmax) for normalised images and
+        question ids [B, L] from :meth:`encode_questions` (see the class doc for B')."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {shape}")
+        return self.answer_logits(self.encode_images(images), questions)
+
+    # --- Inputs and outputs -----------------------------------------------------------------
+
+    def encode_questions(self, questions: Sequence[str], *, warn: bool = True) -> torch.LongTensor:
+        """Return the questions as <pad>-padded word ids [B, L] on the model's device.
+
+        Unknown words become <unk> (with one warning naming them if `warn`); a question
+        without any word is a ValueError.
+        """
+        if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
+            raise ValueError(f"questions must be a non-empty list of strings, got {questions!r:.80}")
+        ids = self.vocab.encode_many(questions, add_special=False, warn=warn)
+        empty = [i for i, seq in enumerate(ids) if not seq]
+        if empty:
+            raise ValueError(
+                f"question {empty[0]} ({questions[empty[0]]!r:.80}) has no words; every question "
+                "needs at least one word (punctuation and whitespace are dropped)"
+            )
+        return torch.tensor(pad_sequences(ids), dtype=torch.long, device=_device(self))
+
+    def encode_question(self, question: str) -> torch.Tensor:
+        """Return one question's word ids [1, L] (see :meth:`encode_questions`).
+
+        ValueError for a question without words, with more than `MAX_QUESTION_WORDS`, or
+        whose every word is unknown to the vocabulary (nothing could be explained).
+        """
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, got {type(question).__name__}")
+        words = tokenize(question)
+        if not words:
+            raise ValueError(f"the question {question!r:.80} has no words")
+        if len(words) > MAX_QUESTION_WORDS:
+            raise ValueError(f"the question has {len(words)} words; at most {MAX_QUESTION_WORDS} are accepted")
+        tokens = self.encode_questions([question])
+        if bool((tokens[0] == UNK).all()):
+            raise ValueError(
+                f"every word of the question {question!r:.80} is unknown to the model's vocabulary; "
+                "nothing could be explained"
+            )
+        return tokens
+
+    def preprocess(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Return a normalised [B, 3, S, S] batch from a preprocessed tensor or images."""
+        return image_batch(images, lambda i: preprocess(i, self.image_size, self.mean, self.std)[0], _device(self))
+
+    # --- Checkpoints ------------------------------------------------------------------------
+
+    def save(self, ckpt_dir: str | Path) -> Path:
+        """Return `ckpt_dir` after writing model.safetensors, config.json, vocab.json, answers.json."""
+        return save_checkpoint(ckpt_dir, self.state_dict(), self.config,
+                               {VOCAB_FILE: self.vocab.words, ANSWERS_FILE: self.answers})
+
+    @classmethod
+    def load(cls, ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> VQAModel:
+        """Return the model saved by :meth:`save`, in eval mode, on `map_location`.
+
+        Reads safetensors and JSON only; the backbone is built without pretrained weights,
+        so loading never downloads anything.
+        """
+        state, config = load_state(ckpt_dir, map_location=map_location)
+        if config.get("kind") != cls.kind:
+            raise ValueError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not {cls.kind!r}")
+        vocab = Vocabulary.from_json(read_text(Path(ckpt_dir) / VOCAB_FILE))
+        answers = json.loads(read_text(Path(ckpt_dir) / ANSWERS_FILE))
+        kwargs = {k: v for k, v in config.items() if k not in ("kind", "vocab_size", "num_answers")}
+        model = cls(vocab, answers, pretrained=False, **kwargs)
+        model.load_state_dict(state)
+        return model.to(map_location).eval()
+
+
+def tile(features: torch.Tensor, batch: int) -> torch.Tensor:
+    """Return question `features` [B, ...] repeated to `batch` rows (the broadcasting rule)."""
+    return tiled(features, batch, "questions")
+
+
+def question_lengths(questions: torch.Tensor) -> torch.Tensor:
+    if not isinstance(questions, torch.Tensor) or questions.dim() != 2 or questions.dtype != torch.long:
+        shape = (f"{tuple(questions.shape)} {questions.dtype}" if isinstance(questions, torch.Tensor)
+                 else type(questions).__name__)
+        raise ValueError(f"questions must be word ids, a LongTensor [B, L] from encode_questions, got {shape}")
+    lengths = (questions != PAD).sum(dim=1)
+    if questions.shape[0] == 0 or bool((lengths == 0).any()):
+        raise ValueError("every question needs at least one word id that is not <pad>")
+    return lengths
+
+
+def check_positive(**values: Any) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+
+
+def check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
