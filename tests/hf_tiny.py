@@ -16,17 +16,17 @@ CAPTIONS = ["a dog sitting on the grass", "two cats on a red ball", "a man with 
             "people in the grass", "a blue ball on the grass"]
 
 
-def bert_tokenizer(tmp: Path):
+def bert_tokenizer(tmp: Path, words: list[str] = WORDS):
     from transformers import BertTokenizerFast
 
     vocab = Path(tmp) / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + WORDS) + "\n", encoding="utf-8")
+    vocab.write_text("\n".join(SPECIALS + words) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(str(vocab))
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     return tokenizer
 
 
-def gpt2_tokenizer():
+def gpt2_tokenizer(captions: list[str] = CAPTIONS):
     """A byte-level BPE tokenizer trained here on a few captions (GPT-2's scheme)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -36,7 +36,7 @@ def gpt2_tokenizer():
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(CAPTIONS * 3, trainer)
+    bpe.train_from_iterator(captions * 3, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
                                    eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
@@ -63,18 +63,18 @@ def blip_processor(tokenizer):
                          tokenizer=tokenizer)
 
 
-def blip_captioner(tmp: Path, seed: int = 0):
+def blip_captioner(tmp: Path, seed: int = 0, words: list[str] = WORDS):
     from transformers import BlipForConditionalGeneration
 
-    tokenizer = bert_tokenizer(tmp)
+    tokenizer = bert_tokenizer(tmp, words)
     torch.manual_seed(seed)
     return BlipForConditionalGeneration(blip_config(tokenizer)).eval(), blip_processor(tokenizer)
 
 
-def blip_vqa(tmp: Path, seed: int = 0):
+def blip_vqa(tmp: Path, seed: int = 0, words: list[str] = WORDS):
     from transformers import BlipForQuestionAnswering
 
-    tokenizer = bert_tokenizer(tmp)
+    tokenizer = bert_tokenizer(tmp, words)
     torch.manual_seed(seed)
     return BlipForQuestionAnswering(blip_config(tokenizer)).eval(), blip_processor(tokenizer)
 
@@ -82,14 +82,14 @@ def blip_vqa(tmp: Path, seed: int = 0):
 ANSWERS = ["yes", "no", "red", "blue", "two"]
 
 
-def vilt_vqa(tmp: Path, seed: int = 0):
+def vilt_vqa(tmp: Path, seed: int = 0, words: list[str] = WORDS, answers: list[str] = ANSWERS):
     from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor, ViltProcessor
 
-    tokenizer = bert_tokenizer(tmp)
+    tokenizer = bert_tokenizer(tmp, words)
     config = ViltConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                         num_attention_heads=4, image_size=IMAGE, patch_size=PATCH, max_image_length=-1,
-                        max_position_embeddings=64, num_labels=len(ANSWERS),
-                        id2label=dict(enumerate(ANSWERS)), label2id={a: i for i, a in enumerate(ANSWERS)})
+                        max_position_embeddings=64, num_labels=len(answers),
+                        id2label=dict(enumerate(answers)), label2id={a: i for i, a in enumerate(answers)})
     torch.manual_seed(seed)
     model = ViltForQuestionAnswering(config).eval()
     processor = ViltProcessor(image_processor=ViltImageProcessor(size={"shortest_edge": IMAGE}, size_divisor=PATCH),
@@ -97,11 +97,11 @@ def vilt_vqa(tmp: Path, seed: int = 0):
     return model, processor
 
 
-def vit_gpt2(seed: int = 0):
+def vit_gpt2(seed: int = 0, captions: list[str] = CAPTIONS):
     """A VisionEncoderDecoderModel (ViT encoder of width 32, GPT-2 decoder of width 48)."""
     from transformers import GPT2Config, ViTConfig, ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
 
-    tokenizer = gpt2_tokenizer()
+    tokenizer = gpt2_tokenizer(captions)
     encoder = ViTConfig(**_vision())
     decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=48, n_layer=2, n_head=4, n_positions=64,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision import models
 
 import vlcam.adapters.show_and_tell as sat
-from vlcam import checkpoint
+from vlcam import checkpoint, loading
 from vlcam.adapters.backbones import build_backbone
 from vlcam.adapters.show_and_tell import ShowAndTell, token_logprobs_from_logits
 from vlcam.image import preprocess
@@ -295,7 +295,7 @@ def test_checkpoint_round_trip_gives_identical_logits_without_unpickling(tmp_pat
     built_with = []
     real_build = sat.build_backbone
     monkeypatch.setattr(sat, "build_backbone", lambda name, **kw: built_with.append(kw) or real_build(name, **kw))
-    for loaded in (ShowAndTell.load(tmp_path / "ckpt"), checkpoint.load(tmp_path / "ckpt")):
+    for loaded in (ShowAndTell.load(tmp_path / "ckpt"), loading.load(tmp_path / "ckpt")):
         assert isinstance(loaded, ShowAndTell) and not loaded.training
         assert loaded.vocab == model.vocab and loaded.default_layer == model.default_layer
         tokens = model.encode_captions(CAPTIONS)
@@ -314,18 +314,23 @@ def test_checkpoints_with_tied_weights_can_be_saved(tmp_path) -> None:
 
 def test_load_names_the_missing_path_or_unknown_kind(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        checkpoint.load(tmp_path / "nowhere")
+        loading.load(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="config.json"):
-        checkpoint.load(tmp_path)
+        loading.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"kind": "clip"}))
     with pytest.raises(ValueError, match="'clip'.*show_and_tell"):
-        checkpoint.load(tmp_path)
+        loading.load(tmp_path)
 
 
-def test_the_checkpoint_module_imports_no_adapter() -> None:
-    code = ("import sys, vlcam.checkpoint; "
+def test_the_checkpoint_and_loading_modules_import_no_adapter() -> None:
+    code = ("import sys, vlcam.checkpoint, vlcam.loading; "
             "assert not [m for m in sys.modules if m.startswith('vlcam.adapters')], 'adapter imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", sorted(loading.KINDS))
+def test_each_registered_class_declares_the_kind_it_is_registered_under(kind) -> None:
+    assert loading.adapter_class(kind).kind == kind
 
 
 def test_max_pooling_is_kept_in_the_checkpoint_and_reads_only_the_maxima(tmp_path):

@@ -21,7 +21,7 @@ _LAZY = {
     "explain_answer": "vlcam.explain.answer",
     "AnswerExplanation": "vlcam.explain.answer",
     "AnswerLogit": "vlcam.targets",
-    "load": "vlcam.checkpoint",
+    "load": "vlcam.loading",
 }
 
 

@@ -1,13 +1,11 @@
 """Checkpoints as plain files: weights in safetensors, everything else in JSON.
 
 Nothing is ever unpickled, so loading a checkpoint from someone else cannot run code.
-:func:`load` finds the model class from config.json's "kind" and imports it only then,
-so the engine never imports an adapter at import time.
+Which class a checkpoint belongs to is :mod:`vlcam.loading`'s business.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -16,16 +14,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-KINDS: dict[str, str] = {
-    "show_and_tell": "vlcam.adapters.show_and_tell:ShowAndTell",
-    "vqa_lstm_cnn": "vlcam.adapters.vqa_lstm_cnn:VQALSTMCNN",
-    "hiecoatt": "vlcam.adapters.hiecoatt:HieCoAtt",
-}
 
 
 def save_checkpoint(
@@ -43,7 +34,7 @@ def save_checkpoint(
     ckpt_dir = Path(ckpt_dir)
     if "kind" not in config:
         raise ValueError(
-            f"config must name the model's 'kind' (one of {sorted(KINDS)}), got keys {sorted(config)}"
+            f"config must name the model's 'kind' (the adapter class's `kind`), got keys {sorted(config)}"
         )
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(ckpt_dir / MODEL_FILE, state_dict)
@@ -59,58 +50,12 @@ def load_state(
     ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Return (the state dict from model.safetensors, the config from config.json)."""
-    ckpt_dir = _existing_dir(ckpt_dir)
+    ckpt_dir = existing_dir(ckpt_dir)
     config = read_json(ckpt_dir / CONFIG_FILE)
     weights = ckpt_dir / MODEL_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt_dir} has no {MODEL_FILE}")
     return load_file(str(weights), device=str(map_location)), config
-
-
-def load(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Return the model saved in `ckpt_dir`, of the class its config.json's "kind" names.
-
-    A folder saved by transformers (config.json with "architectures") or a Hugging Face
-    hub id such as ``"Salesforce/blip-image-captioning-base"`` loads through
-    :func:`vlcam.adapters.hf.from_pretrained` and comes back wrapped in its adapter.
-    """
-    if _is_hub_id(ckpt_dir):
-        try:
-            return _hugging_face(str(ckpt_dir), map_location)
-        except OSError as err:
-            raise FileNotFoundError(
-                f"{ckpt_dir!r} is neither a local checkpoint folder nor a Hugging Face model that "
-                f"could be loaded ({str(err).splitlines()[0]})"
-            ) from err
-    ckpt_dir = _existing_dir(ckpt_dir)
-    config = read_json(ckpt_dir / CONFIG_FILE)
-    kind = config.get("kind") if isinstance(config, dict) else None
-    if kind is None and isinstance(config, dict) and "architectures" in config:
-        # A local folder: nothing is looked up on the hub.
-        return _hugging_face(str(ckpt_dir), map_location, local_files_only=True)
-    if kind not in KINDS:
-        raise ValueError(
-            f"{ckpt_dir / CONFIG_FILE} has kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}, "
-            "or a transformers model folder (config.json with 'architectures')"
-        )
-    module_name, class_name = KINDS[kind].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.load(ckpt_dir, map_location=map_location)
-
-
-def _is_hub_id(name: str | Path) -> bool:
-    """Whether `name` reads as a hub id ("org/name" or "name") rather than a local path."""
-    if isinstance(name, Path) or Path(name).exists():
-        return False
-    parts = str(name).split("/")
-    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") and "\\" not in p for p in parts) \
-        and not str(name).startswith(("/", "~"))
-
-
-def _hugging_face(name: str, map_location: str | torch.device, **kwargs: Any) -> nn.Module:
-    from vlcam.adapters.hf import from_pretrained
-
-    return from_pretrained(name, device=str(map_location), **kwargs)
 
 
 def save_tensors(
@@ -162,7 +107,7 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def _existing_dir(ckpt_dir: str | Path) -> Path:
+def existing_dir(ckpt_dir: str | Path) -> Path:
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {ckpt_dir}")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlcam.adapters.protocol import Captioner
+
 
 def _ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
@@ -55,7 +57,7 @@ def exact_match(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
 
 
 def caption_quality(
-    model: Any,
+    model: Captioner,
     captions_json: str | Path,
     images_dir: str | Path,
     *,
@@ -78,7 +80,7 @@ def caption_quality(
     paths = [Path(images_dir) / coco.loadImgs([i])[0]["file_name"] for i in image_ids]
     hypotheses: list[list[str]] = []
     for start in range(0, len(paths), batch_size):
-        batch = model.prepare(paths[start:start + batch_size])
+        batch = model.preprocess(paths[start:start + batch_size])
         hypotheses += [tokenize(c) for c in model.caption(batch, beam_size=beam_size)]
     result: dict[str, Any] = {
         "images": len(image_ids),
