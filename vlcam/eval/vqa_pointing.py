@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from vlcam.data.coco import load_coco
 from vlcam.data.vqa import COCO_IMAGE_PATTERN, VQAItem, read_vqa, vqa_accuracy
-from vlcam.eval.pointing import disc_grown, load_coco
+from vlcam.eval.pointing import disc_grown
 
 ANSWER_CHOICES = ("predicted", "ground_truth")
 

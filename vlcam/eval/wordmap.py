@@ -61,8 +61,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from vlcam.data.coco import read_coco_file, read_coco_json
 from vlcam.data.wordmap import WordMap, WordMatch, lemmas, noun_lemma
-from vlcam.text import read_coco_file, read_coco_json, tokenize
+from vlcam.text import tokenize
 
 __all__ = [
     "WordMap",
