@@ -20,10 +20,11 @@ import torch
 
 import vlcam
 from _timing import machine
+from vlcam.data.coco import load_coco
 from vlcam.data.synthetic import generate
 from vlcam.data.wordmap import WordMap
 from vlcam.demo import shipped_checkpoint
-from vlcam.eval.pointing import load_coco, run_pointing_game
+from vlcam.eval.pointing import run_pointing_game
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import vlcam
+    from vlcam.data.coco import read_coco_captions
     from vlcam.data.wordmap import WordMap
     from vlcam.demo import shipped_checkpoint
     from vlcam.eval.captions import caption_quality
     from vlcam.eval.pointing import caption_pointing_game
-    from vlcam.text import read_coco_captions
 
     model = vlcam.load(args.checkpoint or shipped_checkpoint(), map_location=args.device)
     word_map = WordMap.from_file(args.word_map) if args.word_map else WordMap.builtin("synthetic")

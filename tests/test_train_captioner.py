@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from vlcam.adapters.show_and_tell import ShowAndTell
+from vlcam.data.coco import read_coco_json
 from vlcam.data.synthetic import generate
 from vlcam.image import preprocess
-from vlcam.text import PAD, pad_sequences, read_coco_json
+from vlcam.text import PAD, pad_sequences
 from vlcam.train.captioner import train_captioner
 
 pytestmark = pytest.mark.slow

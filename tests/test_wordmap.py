@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import vlcam.data.wordmap as data_wordmap
+from vlcam.data.wordmap import WordMap, noun_lemma
 from vlcam.eval import wordmap
-from vlcam.eval.wordmap import WordMap, coco_word_map, noun_lemma, propose_words
+from vlcam.eval.wordmap import coco_word_map, propose_words
 from vlcam.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]

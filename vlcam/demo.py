@@ -40,9 +40,9 @@ def run_demo(
     where the word's map peaks and whether that point lies on an object of its category.
     """
     import vlcam
+    from vlcam.data.coco import category_masks, load_coco
     from vlcam.data.synthetic import generate
     from vlcam.data.wordmap import WordMap
-    from vlcam.eval.pointing import category_masks, load_coco
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from vlcam.data.coco import read_coco_captions
+
 PAD, START, END, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<start>", "<end>", "<unk>")
 
@@ -172,36 +174,6 @@ class Vocabulary:
                 f"got one starting with {head!r}"
             )
         return cls(words[len(SPECIALS):])
-
-
-def read_coco_captions(path: str | Path) -> list[str]:
-    """Return the caption strings of a COCO captions file, in file order."""
-    return [a["caption"] for a in read_coco_json(path)["annotations"]]
-
-
-def read_coco_file(path: str | Path, kind: str, keys: Sequence[str], expected: str) -> dict[str, Any]:
-    """Return a COCO `kind` file's JSON ("captions", "instances"), checked to hold `keys`.
-
-    `expected` describes the layout in the error for a file without them.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO {kind} file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not set(keys) <= set(data):
-        raise ValueError(f"{path} is not a COCO {kind} file: expected a JSON object with {expected}")
-    return data
-
-
-def read_coco_json(path: str | Path) -> dict[str, Any]:
-    """Return a COCO captions file's JSON, checked to hold 'images' and 'annotations'."""
-    data = read_coco_file(path, "captions", ("images", "annotations"),
-                          "'images' and 'annotations' (each annotation with 'image_id' and 'caption')")
-    bad = [a for a in data["annotations"] if not isinstance(a.get("caption"), str)]
-    if bad:
-        raise ValueError(f"{path}: {len(bad)} annotations have no string 'caption', e.g. {bad[0]!r:.200}")
-    return data
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad: int = PAD) -> list[list[int]]:

@@ -71,7 +71,7 @@ def caption_quality(
     With `baseline_captions` (e.g. the training captions), the trivial baseline, which
     answers every image with the most frequent of them, is scored on the same images.
     """
-    from vlcam.eval.pointing import load_coco
+    from vlcam.data.coco import load_coco
     from vlcam.text import tokenize
 
     coco = load_coco(captions_json)

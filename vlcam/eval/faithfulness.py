@@ -130,7 +130,7 @@ def run_caption_occlusion(
     the preprocessed image is set to `fill`; all occluded copies go through the model in
     batches of `batch_size` on the model's device.
     """
-    from vlcam.eval.pointing import load_coco
+    from vlcam.data.coco import load_coco
     from vlcam.explain._common import prepare_image
     from vlcam.explain.caption import CaptionScorer, caption_inputs, caption_words, explain_caption
     from vlcam.guided import guided_backprop

@@ -9,8 +9,6 @@ expected hit rate is the share of the image the (tolerance-grown) mask covers.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
 from vlcam.eval.runner import skip_counts
@@ -51,32 +50,6 @@ def disc_grown(mask: np.ndarray, tolerance: int) -> np.ndarray:
     r = int(tolerance)
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     return ndimage.binary_dilation(mask, structure=(yy**2 + xx**2) <= r * r)
-
-
-def load_coco(path: str | Path) -> Any:
-    """Return a pycocotools COCO index of `path`, without its progress prints."""
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
-
-
-def category_masks(coco: Any, image_id: int) -> dict[int, np.ndarray]:
-    """Return, per category id, the union of its instance masks in one image (bool H x W)."""
-    masks: dict[int, np.ndarray] = {}
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None)):
-        mask = coco.annToMask(ann).astype(bool)
-        cat = ann["category_id"]
-        masks[cat] = masks[cat] | mask if cat in masks else mask
-    return masks
-
-
-def category_boxes(coco: Any, image_id: int) -> dict[int, list[list[float]]]:
-    """Return, per category id, the COCO boxes [x, y, w, h] of its instances in one image."""
-    boxes: dict[int, list[list[float]]] = defaultdict(list)
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None)):
-        boxes[ann["category_id"]].append(ann["bbox"])
-    return boxes
 
 
 def _explained_words(

@@ -22,8 +22,9 @@ import numpy as np
 from torch import nn
 
 from vlcam.adapters.protocol import AnswerModel
+from vlcam.data.coco import load_coco
 from vlcam.data.vqa import COCO_IMAGE_PATTERN, VQAItem, read_vqa, vqa_accuracy
-from vlcam.eval.pointing import disc_grown, load_coco
+from vlcam.eval.pointing import disc_grown
 
 ANSWER_CHOICES = ("predicted", "ground_truth")
 

@@ -61,15 +61,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from vlcam.data.wordmap import WordMap, WordMatch, lemmas, noun_lemma
-from vlcam.text import read_coco_file, read_coco_json, tokenize
+from vlcam.data.coco import read_coco_file, read_coco_json
+from vlcam.data.wordmap import WordMap, noun_lemma
+from vlcam.text import tokenize
 
 __all__ = [
-    "WordMap",
-    "WordMatch",
     "coco_word_map",
-    "lemmas",
-    "noun_lemma",
     "propose_words",
     "DEFAULT_MIN_SUPPORT",
     "DEFAULT_MIN_PMI",

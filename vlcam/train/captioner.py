@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam.adapters.show_and_tell import ShowAndTell
+from vlcam.data.coco import read_coco_json
 from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.image import preprocess
-from vlcam.text import PAD, Vocabulary, pad_sequences, read_coco_json
+from vlcam.text import PAD, Vocabulary, pad_sequences
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
