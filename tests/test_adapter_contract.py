@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import vlcam
-from tiny_adapters import ADAPTERS, ANSWER_MODELS, CAPTIONERS, build
+from tiny_adapters import ADAPTERS, ANSWER_MODELS, CAPTIONERS, build, world_text
 from vlcam.adapters import AnswerModel, Captioner, ImageModel
 from vlcam.adapters.protocol import AnswerModelBase, missing_members
 
@@ -69,7 +69,8 @@ def test_every_captioner_implements_every_member_with_the_promised_types_and_sha
     model = adapters[name]
     assert isinstance(model, Captioner) and missing_members(model, Captioner) == []
     x = check_image_model(model, world)
-    words, inputs = model.encode_caption("a red ball on a blue box")
+    caption = world_text(world)[0][0]
+    words, inputs = model.encode_caption(caption)
     assert isinstance(words, list) and all(isinstance(w, str) for w in words) and words
     assert isinstance(inputs, tuple) and all(isinstance(t, torch.Tensor) for t in inputs)
     with torch.no_grad():
@@ -80,7 +81,7 @@ def test_every_captioner_implements_every_member_with_the_promised_types_and_sha
     captions = model.caption(x, beam_size=1)
     assert isinstance(captions, list) and len(captions) == 1 and isinstance(captions[0], str)
     known = model.known_words()
-    assert "ball" in known and all(isinstance(w, str) for w in known)
+    assert len(known) > 10 and all(isinstance(w, str) for w in known)
     with pytest.raises(ValueError, match="no words"):
         model.encode_caption("  ")
 
@@ -92,9 +93,10 @@ def test_every_vqa_adapter_implements_every_member_with_the_promised_types_and_s
     x = check_image_model(model, world)
     assert isinstance(model.open_vocabulary, bool)
     assert model.open_vocabulary == (len(model.answers) == 0)
-    q = model.encode_question("what color is the ball?")
+    _, questions, answers = world_text(world)
+    q = model.encode_question(questions[0])
     assert q.dtype == torch.long and q.dim() == 2 and q.shape[0] == 1
-    requested = ["red", "blue"]
+    requested = answers[:2]
     inputs, columns = model.answer_inputs(requested)
     assert isinstance(inputs, tuple) and len(columns) == 2 and all(isinstance(c, int) for c in columns)
     with torch.no_grad():
@@ -108,7 +110,7 @@ def test_every_vqa_adapter_implements_every_member_with_the_promised_types_and_s
     assert grid.dim() == 4 and grid.shape[0] == 1 and min(grid.shape[2:]) > 1
     top = model.top_answers(x, q)
     assert isinstance(top, list) and len(top) == 1 and isinstance(top[0], str)
-    with pytest.raises(ValueError, match="no words"):
+    with pytest.raises(ValueError, match="no words|unknown"):
         model.encode_question("?!")
 
 
@@ -126,7 +128,7 @@ def test_explain_names_what_a_model_lacks(adapters, world):
     vqa, captioner = adapters["vqa_lstm_cnn"], adapters["show_and_tell"]
     image = first_image(world)
     with pytest.raises(TypeError, match="VQALSTMCNN is not a vlcam Captioner: it lacks encode_caption, "
-                                        "word_logprobs, caption, known_words"):
+                                        "word_logprobs, caption, known_words \\("):
         vlcam.explain_caption(vqa, image, "a red ball")
     with pytest.raises(TypeError, match="ShowAndTell is not a vlcam AnswerModel: it lacks open_vocabulary, "
                                         "answers, encode_question, answer_inputs"):
@@ -146,7 +148,7 @@ def test_explain_names_what_a_model_lacks(adapters, world):
         def caption(self, images, *, beam_size=1): ...
         def known_words(self): ...
 
-    with pytest.raises(TypeError, match="Misspelt is not a vlcam Captioner: it lacks word_logprobs$"):
+    with pytest.raises(TypeError, match="Misspelt is not a vlcam Captioner: it lacks word_logprobs \\("):
         vlcam.explain_caption(Misspelt(), image, "a red ball")
 
 

@@ -48,6 +48,8 @@ def run_demo(
     out_dir = Path(out_dir)
     world = out_dir / "world"
     model = vlcam.load(checkpoint or shipped_checkpoint(), map_location=device)
+    if not isinstance(model, Captioner):
+        raise TypeError(f"the demo explains a captioner; {checkpoint} holds a {type(model).__name__}")
     generate(world, num_images=num_images, image_size=model.image_size, seed=seed,
              val_fraction=1.0, workers=1)
     coco = load_coco(world / "instances_val.json")
