@@ -22,7 +22,7 @@ from torch import nn
 from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
-from vlcam.eval.runner import skip_counts
+from vlcam.eval.runner import Run, resumable_run, skip_counts
 
 
 @dataclass
@@ -194,53 +194,55 @@ def run_pointing_game(
     in `out_dir` are skipped; under torchrun the images are sharded by rank. `layer` is the
     explained layer's dotted name (default: the model's `default_layer`).
     """
-    from vlcam.eval.runner import Run
-
     captions, instances = load_coco(captions_json), load_coco(instances_json)
     image_ids = sorted(captions.getImgIds())[:limit]
     figures: list[Path] = []
-    with Run(out_dir) as run:
+
+    def unit_record(image_id: int) -> dict[str, Any]:
+        return {"type": "image", "key": ["image", image_id], "image_id": image_id,
+                "skipped": None, "not_annotated": 0, "captions": 0}
+
+    def process(run: Run, image_id: int, pixels: np.ndarray) -> Iterator[dict[str, Any]]:
 
         def save_example(ann: dict[str, Any], explanation: Any) -> None:
             if run.shard.is_main and len(figures) < examples:
                 figures.append(explanation.save(run.out / f"example_{ann['image_id']}_{ann['id']}.png"))
 
-        for image_id, pixels, reason in run.pending(
-                image_ids, lambda i: ["image", i], lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"],
-                num_workers, "pointing", progress):
-            record: dict[str, Any] = {"type": "image", "key": ["image", image_id], "image_id": image_id,
-                                      "skipped": reason, "not_annotated": 0, "captions": 0}
-            if pixels is not None:
-                masks = category_masks(instances, image_id)
-                boxes = category_boxes(instances, image_id)
-                grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
-                h, w = pixels.shape[:2]
-                anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
-                for ann, tokens, match, (row, col), heat in _explained_words(
-                        model, pixels, anns, word_map, masks, method, record, save_example, layer):
-                    region = grown[match.category_id]
-                    key = (image_id, ann["id"], match.head)
-                    box = box_from_map(heat)
-                    run.write({
-                        "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
-                        "word_index": match.head, "word": tokens[match.head],
-                        "category_id": match.category_id, "category": match.category,
-                        "peak": [row, col], "hit": bool(region[row, col]),
-                        "center_hit": bool(region[h // 2, w // 2]),
-                        "random_hit": _random_point_hit(region, seed, key),
-                        "random_hit_rate": float(region.mean()),
-                        "box": None if box is None else list(box),
-                        "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
-                        if box is not None else 0.0,
-                    })
-                    run.computed += 1
-            run.write(record)
-    records = run.finish(order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
-    if records is None:
-        return None
-    summary = run.write_summary({**_run_summary(records, method, tolerance, seed),
-                                 "layer": layer or model.default_layer})
-    _plot_per_category(summary, run.out / "per_category.png")
+        record = unit_record(image_id)
+        masks = category_masks(instances, image_id)
+        boxes = category_boxes(instances, image_id)
+        grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
+        h, w = pixels.shape[:2]
+        anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
+        for ann, tokens, match, (row, col), heat in _explained_words(
+                model, pixels, anns, word_map, masks, method, record, save_example, layer):
+            region = grown[match.category_id]
+            key = (image_id, ann["id"], match.head)
+            box = box_from_map(heat)
+            yield {
+                "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
+                "word_index": match.head, "word": tokens[match.head],
+                "category_id": match.category_id, "category": match.category,
+                "peak": [row, col], "hit": bool(region[row, col]),
+                "center_hit": bool(region[h // 2, w // 2]),
+                "random_hit": _random_point_hit(region, seed, key),
+                "random_hit_rate": float(region.mean()),
+                "box": None if box is None else list(box),
+                "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
+                if box is not None else 0.0,
+            }
+            run.computed += 1
+        yield record
+
+    summary = resumable_run(
+        out_dir, image_ids, unit_record=unit_record,
+        path_of=lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"], process=process,
+        order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]),
+        summarize=lambda records: {**_run_summary(records, method, tolerance, seed),
+                                   "layer": layer or model.default_layer},
+        desc="pointing", num_workers=num_workers, progress=progress)
+    if summary is not None:
+        _plot_per_category(summary, Path(out_dir) / "per_category.png")
     return summary
 
 
