@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
@@ -124,25 +124,49 @@ def iter_caption_pointing(
             )
 
 
-def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
-              seconds: float | None = None) -> dict[str, Any]:
-    """Return pooled and per-category accuracy with the centre and random baselines."""
-    hits = sum(i.hit for i in items)
+RANDOM_BASELINES = ("expected", "seeded")
+
+
+def pointing_scores(words: Sequence[Mapping[str, Any]], *,
+                    random_baseline: Literal["expected", "seeded"] = "expected") -> dict[str, Any]:
+    """Return pooled and per-category accuracy of word results, with the centre and random baselines.
+
+    Each word holds 'category', 'hit', 'center_hit' and 'random_hit_rate' (the share of the
+    image its grown mask covers). With `random_baseline` "expected", baselines['random'] is
+    the mean of those shares: the expected hit rate of a uniformly random point. With
+    "seeded", it is the share of the words' seeded random points ('random_hit') that hit,
+    and the expectation is kept as baselines['random_expected'].
+    """
+    if random_baseline not in RANDOM_BASELINES:
+        raise ValueError(f"random_baseline must be one of {', '.join(map(repr, RANDOM_BASELINES))}, "
+                         f"got {random_baseline!r}")
+    n = len(words)
+    hits = sum(w["hit"] for w in words)
     per_cat: dict[str, list[bool]] = defaultdict(list)
-    for i in items:
-        per_cat[i.category].append(i.hit)
-    n = len(items)
-    summary: dict[str, Any] = {
+    for w in words:
+        per_cat[w["category"]].append(w["hit"])
+    expected = float(np.mean([w["random_hit_rate"] for w in words])) if n else None
+    baselines: dict[str, float | None] = {
+        "center": sum(w["center_hit"] for w in words) / n if n else None,
+        "random": expected,
+    }
+    if random_baseline == "seeded":
+        baselines.update(random=sum(w["random_hit"] for w in words) / n if n else None, random_expected=expected)
+    return {
         "accuracy": hits / n if n else None,
         "hits": hits,
         "misses": n - hits,
         "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
         "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
-        "baselines": {
-            "center": sum(i.center_hit for i in items) / n if n else None,
-            "random": float(np.mean([i.random_hit_rate for i in items])) if n else None,
-        },
+        "baselines": baselines,
     }
+
+
+def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
+              seconds: float | None = None) -> dict[str, Any]:
+    """Return pooled and per-category accuracy with the centre and random (expected) baselines."""
+    n = len(items)
+    summary = pointing_scores([asdict(i) for i in items])
     if counts:
         summary.update({k: v for k, v in counts.items()})
     if seconds:
@@ -249,27 +273,14 @@ def run_pointing_game(
 def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, seed: int) -> dict[str, Any]:
     words = [r for r in records if r["type"] == "word"]
     images = [r for r in records if r["type"] == "image"]
-    per_cat: dict[str, list[bool]] = defaultdict(list)
-    for r in words:
-        per_cat[r["category"]].append(r["hit"])
     n = len(words)
-    hits = sum(r["hit"] for r in words)
     return {
         "method": method,
         "tolerance": tolerance,
         "seed": seed,
         "images": len(images),
         "captions": sum(r["captions"] for r in images),
-        "accuracy": hits / n if n else None,
-        "hits": hits,
-        "misses": n - hits,
-        "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
-        "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
-        "baselines": {
-            "center": sum(r["center_hit"] for r in words) / n if n else None,
-            "random": sum(r["random_hit"] for r in words) / n if n else None,
-            "random_expected": float(np.mean([r["random_hit_rate"] for r in words])) if n else None,
-        },
+        **pointing_scores(words, random_baseline="seeded"),
         "skipped": skip_counts(images),
         "not_annotated": sum(r["not_annotated"] for r in images),
         # Sec. 4.1: the box around the largest segment above 15% of the map's maximum,
