@@ -266,7 +266,7 @@ def resumable_run(
     with Run(out_dir) as run:
         for unit, pixels, reason in run.pending(units, key, path_of, num_workers, desc, progress):
             reason = (skip_reason(unit) if skip_reason is not None else None) or reason
-            if reason:
+            if reason or pixels is None:
                 run.write({**unit_record(unit), "skipped": reason})
                 continue
             for record in process(run, unit, pixels):
