@@ -1,7 +1,7 @@
 """Evaluations beyond pointing: box ratio (Sec. 8.1), occlusion faithfulness (Sec. 5.3) and
 correlation with human attention (Sec. 8.2).
 
-All are resumable runs over JSON-lines items (see :class:`vlcam.eval.runner.Run`),
+All are resumable runs over JSON-lines items (see :func:`vlcam.eval.runner.resumable_run`),
 sharded by rank under torchrun, each with a `summary.json` and a few example overlays.
 """
 
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlcam.data.coco import load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
-from vlcam.eval.runner import Run, mean_and_error, skip_counts
+from vlcam.eval.runner import Run, mean_and_error, resumable_run, skip_counts
 
 EXAMPLES = 4
 
@@ -59,6 +60,20 @@ def _vqa_questions(questions_json: str | Path, images_dir: str | Path, image_pat
     return questions, path_of
 
 
+def _question_record(q: dict[str, Any]) -> dict[str, Any]:
+    return {"key": q["question_id"], "image_id": q["image_id"]}
+
+
+def _question_summary(records: list[dict[str, Any]], other: str, **settings: int) -> dict[str, Any]:
+    """Return the summary of a run over VQA questions: Grad-CAM's and `other`'s correlations."""
+    scored = [r for r in records if "gradcam" in r]
+    return {
+        "questions": len(records), "scored": len(scored), **settings,
+        **_correlations(scored, ("gradcam", other)),
+        "skipped": skip_counts(records),
+    }
+
+
 def run_box_ratio(
     out_dir: str | Path,
     model: nn.Module,
@@ -78,35 +93,38 @@ def run_box_ratio(
     from vlcam.explain.caption import explain_caption
 
     regions = json.loads(Path(regions_json).read_text(encoding="utf-8"))["regions"][:limit]
-    with Run(out_dir) as run:
-        for (index, region), pixels, reason in run.pending(
-                list(enumerate(regions)), lambda u: u[0],
-                lambda u: Path(images_dir) / image_pattern.format(image_id=u[1]["image_id"]),
-                num_workers, "box ratio"):
-            record: dict[str, Any] = {"key": index, "image_id": region["image_id"], "phrase": region["phrase"]}
-            if reason:
-                record["skipped"] = reason
-            else:
-                try:
-                    heat = explain_caption(model, pixels, region["phrase"], words=[]).caption_map
-                    record["ratio"] = box_ratio(heat, region["bbox"])
-                    _example(run, f"box_{index}", pixels, [heat], [f"ratio {record['ratio']:.2f}"],
-                             region["phrase"], box=region["bbox"])
-                    run.computed += 1
-                except ValueError as err:
-                    record["skipped"] = str(err).split(":")[0][:80]
-            run.write(record)
-    records = run.finish(order=lambda r: r["key"])
-    if records is None:
-        return None
-    ratios = [r["ratio"] for r in records if "ratio" in r]
-    return run.write_summary({
-        "regions": len(records),
-        **mean_and_error((x for x in ratios if np.isfinite(x)), "mean_ratio"),
-        "uniform_map_ratio": 1.0,
-        "infinite_ratios": sum(1 for x in ratios if not np.isfinite(x)),
-        "skipped": skip_counts(records),
-    })
+
+    def unit_record(unit: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+        index, region = unit
+        return {"key": index, "image_id": region["image_id"], "phrase": region["phrase"]}
+
+    def process(run: Run, unit: tuple[int, dict[str, Any]], pixels: np.ndarray) -> list[dict[str, Any]]:
+        index, region = unit
+        record = unit_record(unit)
+        try:
+            heat = explain_caption(model, pixels, region["phrase"], words=[]).caption_map
+            record["ratio"] = box_ratio(heat, region["bbox"])
+            _example(run, f"box_{index}", pixels, [heat], [f"ratio {record['ratio']:.2f}"],
+                     region["phrase"], box=region["bbox"])
+            run.computed += 1
+        except ValueError as err:
+            record["skipped"] = str(err).split(":")[0][:80]
+        return [record]
+
+    def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+        ratios = [r["ratio"] for r in records if "ratio" in r]
+        return {
+            "regions": len(records),
+            **mean_and_error((x for x in ratios if np.isfinite(x)), "mean_ratio"),
+            "uniform_map_ratio": 1.0,
+            "infinite_ratios": sum(1 for x in ratios if not np.isfinite(x)),
+            "skipped": skip_counts(records),
+        }
+
+    return resumable_run(
+        out_dir, list(enumerate(regions)), unit_record=unit_record,
+        path_of=lambda u: Path(images_dir) / image_pattern.format(image_id=u[1]["image_id"]),
+        process=process, order=lambda r: r["key"], summarize=summarize, desc="box ratio", num_workers=num_workers)
 
 
 def run_caption_occlusion(
@@ -130,7 +148,6 @@ def run_caption_occlusion(
     the preprocessed image is set to `fill`; all occluded copies go through the model in
     batches of `batch_size` on the model's device.
     """
-    from vlcam.data.coco import load_coco
     from vlcam.explain._common import prepare_image
     from vlcam.explain.caption import CaptionScorer, caption_inputs, caption_words, explain_caption
     from vlcam.guided import guided_backprop
@@ -139,43 +156,46 @@ def run_caption_occlusion(
     captions = load_coco(captions_json)
     anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
     scorer = CaptionScorer(model).eval()
-    with Run(out_dir) as run:
-        for ann, pixels, reason in run.pending(
-                anns, lambda a: a["id"],
-                lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
-                num_workers, "caption occlusion"):
-            record: dict[str, Any] = {"key": ann["id"], "image_id": ann["image_id"], "words": []}
-            tokens_text = caption_words(model, ann["caption"])
-            heads = [m.head for m in word_map.match(tokens_text)]
-            if reason:
-                record["skipped"] = reason
-            elif heads:
-                x = prepare_image(model, pixels).tensor
-                explanation = explain_caption(model, x, ann["caption"], words=heads)
-                _, inputs = caption_inputs(model, ann["caption"])
-                for t, cam in zip(heads, explanation.word_maps):
-                    occlusion = occlusion_map(lambda images, t=t: scorer(images, *inputs)[:, t], x, patch=patch,
-                                              stride=stride, fill=fill, batch_size=batch_size)
-                    guided = guided_backprop(scorer, (x, *inputs), WordLogProb(t))[0].abs().amax(dim=0)
-                    record["words"].append({
-                        "word_index": t,
-                        "gradcam": rank_correlation(cam, occlusion),
-                        "guided_backprop": rank_correlation(guided, occlusion),
-                    })
-                    _example(run, f"occlusion_{ann['id']}_{t}", explanation.image,
-                             [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
-                             f"{ann['caption']} [{tokens_text[t]}]")
-                    run.computed += 1
-            run.write(record)
-    records = run.finish(order=lambda r: r["key"])
-    if records is None:
-        return None
-    words = [w for r in records for w in r["words"]]
-    return run.write_summary({
-        "captions": len(records), "words": len(words), "patch": patch, "stride": stride,
-        **_correlations(words, ("gradcam", "guided_backprop")),
-        "skipped": skip_counts(records),
-    })
+
+    def unit_record(ann: dict[str, Any]) -> dict[str, Any]:
+        return {"key": ann["id"], "image_id": ann["image_id"], "words": []}
+
+    def process(run: Run, ann: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
+        record = unit_record(ann)
+        tokens_text = caption_words(model, ann["caption"])
+        heads = [m.head for m in word_map.match(tokens_text)]
+        if heads:
+            x = prepare_image(model, pixels).tensor
+            explanation = explain_caption(model, x, ann["caption"], words=heads)
+            _, inputs = caption_inputs(model, ann["caption"])
+            for t, cam in zip(heads, explanation.word_maps):
+                occlusion = occlusion_map(lambda images, t=t: scorer(images, *inputs)[:, t], x, patch=patch,
+                                          stride=stride, fill=fill, batch_size=batch_size)
+                guided = guided_backprop(scorer, (x, *inputs), WordLogProb(t))[0].abs().amax(dim=0)
+                record["words"].append({
+                    "word_index": t,
+                    "gradcam": rank_correlation(cam, occlusion),
+                    "guided_backprop": rank_correlation(guided, occlusion),
+                })
+                _example(run, f"occlusion_{ann['id']}_{t}", explanation.image,
+                         [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
+                         f"{ann['caption']} [{tokens_text[t]}]")
+                run.computed += 1
+        return [record]
+
+    def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+        words = [w for r in records for w in r["words"]]
+        return {
+            "captions": len(records), "words": len(words), "patch": patch, "stride": stride,
+            **_correlations(words, ("gradcam", "guided_backprop")),
+            "skipped": skip_counts(records),
+        }
+
+    return resumable_run(
+        out_dir, anns, unit_record=unit_record,
+        path_of=lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
+        process=process, order=lambda r: r["key"], summarize=summarize, desc="caption occlusion",
+        num_workers=num_workers)
 
 
 def _on_grid(heat: torch.Tensor, grid: int) -> torch.Tensor:
@@ -208,40 +228,34 @@ def run_human_attention(
     from vlcam.explain.answer import explain_answer
 
     questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
-    with Run(out_dir) as run:
-        for q, pixels, reason in run.pending(questions, lambda q: q["question_id"], path_of, num_workers,
-                                             "human attention"):
-            record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
-            hat = Path(attention_dir) / f"{q['question_id']}.png"
-            if not hat.is_file():
-                record["skipped"] = "no human attention map"
-            elif reason:
-                record["skipped"] = reason
-            else:
-                with Image.open(hat) as im:
-                    human = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
-                explanation = explain_answer(model, pixels, q["question"])
-                chance = torch.from_numpy(np.random.default_rng([seed, q["question_id"]]).random((grid, grid)))
-                human_grid = _on_grid(human, grid)
-                record.update(
-                    answer=explanation.answers[0],
-                    gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
-                    random=rank_correlation(chance, human_grid),
-                )
-                _example(run, f"attention_{q['question_id']}", pixels,
-                         [explanation.maps[0], resize_maps(human[None], tuple(explanation.maps[0].shape))[0]],
-                         [f"Grad-CAM '{explanation.answers[0]}'", "human attention"], q["question"])
-                run.computed += 1
-            run.write(record)
-    records = run.finish(order=lambda r: r["key"])
-    if records is None:
-        return None
-    scored = [r for r in records if "gradcam" in r]
-    return run.write_summary({
-        "questions": len(records), "scored": len(scored), "grid": grid,
-        **_correlations(scored, ("gradcam", "random")),
-        "skipped": skip_counts(records),
-    })
+
+    def hat_of(q: dict[str, Any]) -> Path:
+        return Path(attention_dir) / f"{q['question_id']}.png"
+
+    def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
+        record = _question_record(q)
+        hat = hat_of(q)
+        with Image.open(hat) as im:
+            human = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
+        explanation = explain_answer(model, pixels, q["question"])
+        chance = torch.from_numpy(np.random.default_rng([seed, q["question_id"]]).random((grid, grid)))
+        human_grid = _on_grid(human, grid)
+        record.update(
+            answer=explanation.answers[0],
+            gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
+            random=rank_correlation(chance, human_grid),
+        )
+        _example(run, f"attention_{q['question_id']}", pixels,
+                 [explanation.maps[0], resize_maps(human[None], tuple(explanation.maps[0].shape))[0]],
+                 [f"Grad-CAM '{explanation.answers[0]}'", "human attention"], q["question"])
+        run.computed += 1
+        return [record]
+
+    return resumable_run(
+        out_dir, questions, unit_record=_question_record, path_of=path_of, process=process,
+        order=lambda r: r["key"], summarize=lambda records: _question_summary(records, "random", grid=grid),
+        desc="human attention", num_workers=num_workers,
+        skip_reason=lambda q: None if hat_of(q).is_file() else "no human attention map")
 
 
 def run_answer_occlusion(
@@ -266,40 +280,33 @@ def run_answer_occlusion(
     from vlcam.targets import AnswerLogit
 
     questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
-    with Run(out_dir) as run:
-        for q, pixels, reason in run.pending(questions, lambda q: q["question_id"], path_of, num_workers,
-                                             "answer occlusion"):
-            record: dict[str, Any] = {"key": q["question_id"], "image_id": q["image_id"]}
-            if reason:
-                record["skipped"] = reason
-            else:
-                x = prepare_image(model, pixels).tensor
-                explanation = explain_answer(model, x, q["question"])
-                index = explanation.answer_indices[0]
-                inputs = (model.encode_questions([q["question"]]),)
-                if getattr(model, "open_vocabulary", False):
-                    inputs = (*inputs, *model.encode_answers(explanation.answers))
-                with torch.no_grad():
-                    occlusion = occlusion_map(lambda images: model(images, *inputs)[:, index], x, patch=patch,
-                                              stride=stride, fill=fill, batch_size=batch_size)
-                guided = guided_backprop(model, (x, *inputs), AnswerLogit(index))[0].abs().amax(dim=0)
-                record.update(answer=explanation.answers[0],
-                              gradcam=rank_correlation(explanation.maps[0], occlusion),
-                              guided_backprop=rank_correlation(guided, occlusion))
-                _example(run, f"occlusion_{q['question_id']}", explanation.image,
-                         [explanation.maps[0], occlusion.clamp(min=0), guided],
-                         [f"Grad-CAM '{explanation.answers[0]}'", "occlusion", "guided backprop"], q["question"])
-                run.computed += 1
-            run.write(record)
-    records = run.finish(order=lambda r: r["key"])
-    if records is None:
-        return None
-    scored = [r for r in records if "gradcam" in r]
-    return run.write_summary({
-        "questions": len(records), "scored": len(scored), "patch": patch, "stride": stride,
-        **_correlations(scored, ("gradcam", "guided_backprop")),
-        "skipped": skip_counts(records),
-    })
+
+    def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
+        record = _question_record(q)
+        x = prepare_image(model, pixels).tensor
+        explanation = explain_answer(model, x, q["question"])
+        index = explanation.answer_indices[0]
+        inputs = (model.encode_questions([q["question"]]),)
+        if getattr(model, "open_vocabulary", False):
+            inputs = (*inputs, *model.encode_answers(explanation.answers))
+        with torch.no_grad():
+            occlusion = occlusion_map(lambda images: model(images, *inputs)[:, index], x, patch=patch,
+                                      stride=stride, fill=fill, batch_size=batch_size)
+        guided = guided_backprop(model, (x, *inputs), AnswerLogit(index))[0].abs().amax(dim=0)
+        record.update(answer=explanation.answers[0],
+                      gradcam=rank_correlation(explanation.maps[0], occlusion),
+                      guided_backprop=rank_correlation(guided, occlusion))
+        _example(run, f"occlusion_{q['question_id']}", explanation.image,
+                 [explanation.maps[0], occlusion.clamp(min=0), guided],
+                 [f"Grad-CAM '{explanation.answers[0]}'", "occlusion", "guided backprop"], q["question"])
+        run.computed += 1
+        return [record]
+
+    return resumable_run(
+        out_dir, questions, unit_record=_question_record, path_of=path_of, process=process,
+        order=lambda r: r["key"],
+        summarize=lambda records: _question_summary(records, "guided_backprop", patch=patch, stride=stride),
+        desc="answer occlusion", num_workers=num_workers)
 
 
 __all__ = ["run_answer_occlusion", "run_box_ratio", "run_caption_occlusion", "run_human_attention"]

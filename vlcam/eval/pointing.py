@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
@@ -22,7 +22,7 @@ from torch import nn
 from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
-from vlcam.eval.runner import skip_counts
+from vlcam.eval.runner import Run, resumable_run, skip_counts
 
 
 @dataclass
@@ -124,25 +124,49 @@ def iter_caption_pointing(
             )
 
 
-def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
-              seconds: float | None = None) -> dict[str, Any]:
-    """Return pooled and per-category accuracy with the centre and random baselines."""
-    hits = sum(i.hit for i in items)
+RANDOM_BASELINES = ("expected", "seeded")
+
+
+def pointing_scores(words: Sequence[Mapping[str, Any]], *,
+                    random_baseline: Literal["expected", "seeded"] = "expected") -> dict[str, Any]:
+    """Return pooled and per-category accuracy of word results, with the centre and random baselines.
+
+    Each word holds 'category', 'hit', 'center_hit' and 'random_hit_rate' (the share of the
+    image its grown mask covers). With `random_baseline` "expected", baselines['random'] is
+    the mean of those shares: the expected hit rate of a uniformly random point. With
+    "seeded", it is the share of the words' seeded random points ('random_hit') that hit,
+    and the expectation is kept as baselines['random_expected'].
+    """
+    if random_baseline not in RANDOM_BASELINES:
+        raise ValueError(f"random_baseline must be one of {', '.join(map(repr, RANDOM_BASELINES))}, "
+                         f"got {random_baseline!r}")
+    n = len(words)
+    hits = sum(w["hit"] for w in words)
     per_cat: dict[str, list[bool]] = defaultdict(list)
-    for i in items:
-        per_cat[i.category].append(i.hit)
-    n = len(items)
-    summary: dict[str, Any] = {
+    for w in words:
+        per_cat[w["category"]].append(w["hit"])
+    expected = float(np.mean([w["random_hit_rate"] for w in words])) if n else None
+    baselines: dict[str, float | None] = {
+        "center": sum(w["center_hit"] for w in words) / n if n else None,
+        "random": expected,
+    }
+    if random_baseline == "seeded":
+        baselines.update(random=sum(w["random_hit"] for w in words) / n if n else None, random_expected=expected)
+    return {
         "accuracy": hits / n if n else None,
         "hits": hits,
         "misses": n - hits,
         "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
         "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
-        "baselines": {
-            "center": sum(i.center_hit for i in items) / n if n else None,
-            "random": float(np.mean([i.random_hit_rate for i in items])) if n else None,
-        },
+        "baselines": baselines,
     }
+
+
+def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
+              seconds: float | None = None) -> dict[str, Any]:
+    """Return pooled and per-category accuracy with the centre and random (expected) baselines."""
+    n = len(items)
+    summary = pointing_scores([asdict(i) for i in items])
     if counts:
         summary.update({k: v for k, v in counts.items()})
     if seconds:
@@ -194,80 +218,69 @@ def run_pointing_game(
     in `out_dir` are skipped; under torchrun the images are sharded by rank. `layer` is the
     explained layer's dotted name (default: the model's `default_layer`).
     """
-    from vlcam.eval.runner import Run
-
     captions, instances = load_coco(captions_json), load_coco(instances_json)
     image_ids = sorted(captions.getImgIds())[:limit]
     figures: list[Path] = []
-    with Run(out_dir) as run:
+
+    def unit_record(image_id: int) -> dict[str, Any]:
+        return {"type": "image", "key": ["image", image_id], "image_id": image_id,
+                "skipped": None, "not_annotated": 0, "captions": 0}
+
+    def process(run: Run, image_id: int, pixels: np.ndarray) -> Iterator[dict[str, Any]]:
 
         def save_example(ann: dict[str, Any], explanation: Any) -> None:
             if run.shard.is_main and len(figures) < examples:
                 figures.append(explanation.save(run.out / f"example_{ann['image_id']}_{ann['id']}.png"))
 
-        for image_id, pixels, reason in run.pending(
-                image_ids, lambda i: ["image", i], lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"],
-                num_workers, "pointing", progress):
-            record: dict[str, Any] = {"type": "image", "key": ["image", image_id], "image_id": image_id,
-                                      "skipped": reason, "not_annotated": 0, "captions": 0}
-            if pixels is not None:
-                masks = category_masks(instances, image_id)
-                boxes = category_boxes(instances, image_id)
-                grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
-                h, w = pixels.shape[:2]
-                anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
-                for ann, tokens, match, (row, col), heat in _explained_words(
-                        model, pixels, anns, word_map, masks, method, record, save_example, layer):
-                    region = grown[match.category_id]
-                    key = (image_id, ann["id"], match.head)
-                    box = box_from_map(heat)
-                    run.write({
-                        "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
-                        "word_index": match.head, "word": tokens[match.head],
-                        "category_id": match.category_id, "category": match.category,
-                        "peak": [row, col], "hit": bool(region[row, col]),
-                        "center_hit": bool(region[h // 2, w // 2]),
-                        "random_hit": _random_point_hit(region, seed, key),
-                        "random_hit_rate": float(region.mean()),
-                        "box": None if box is None else list(box),
-                        "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
-                        if box is not None else 0.0,
-                    })
-                    run.computed += 1
-            run.write(record)
-    records = run.finish(order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]))
-    if records is None:
-        return None
-    summary = run.write_summary({**_run_summary(records, method, tolerance, seed),
-                                 "layer": layer or model.default_layer})
-    _plot_per_category(summary, run.out / "per_category.png")
+        record = unit_record(image_id)
+        masks = category_masks(instances, image_id)
+        boxes = category_boxes(instances, image_id)
+        grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
+        h, w = pixels.shape[:2]
+        anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
+        for ann, tokens, match, (row, col), heat in _explained_words(
+                model, pixels, anns, word_map, masks, method, record, save_example, layer):
+            region = grown[match.category_id]
+            key = (image_id, ann["id"], match.head)
+            box = box_from_map(heat)
+            yield {
+                "type": "word", "key": ["word", *key], "image_id": image_id, "caption_id": ann["id"],
+                "word_index": match.head, "word": tokens[match.head],
+                "category_id": match.category_id, "category": match.category,
+                "peak": [row, col], "hit": bool(region[row, col]),
+                "center_hit": bool(region[h // 2, w // 2]),
+                "random_hit": _random_point_hit(region, seed, key),
+                "random_hit_rate": float(region.mean()),
+                "box": None if box is None else list(box),
+                "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
+                if box is not None else 0.0,
+            }
+            run.computed += 1
+        yield record
+
+    summary = resumable_run(
+        out_dir, image_ids, unit_record=unit_record,
+        path_of=lambda i: Path(images_dir) / captions.loadImgs([i])[0]["file_name"], process=process,
+        order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]),
+        summarize=lambda records: {**_run_summary(records, method, tolerance, seed),
+                                   "layer": layer or model.default_layer},
+        desc="pointing", num_workers=num_workers, progress=progress)
+    if summary is not None:
+        _plot_per_category(summary, Path(out_dir) / "per_category.png")
     return summary
 
 
 def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, seed: int) -> dict[str, Any]:
     words = [r for r in records if r["type"] == "word"]
     images = [r for r in records if r["type"] == "image"]
-    per_cat: dict[str, list[bool]] = defaultdict(list)
-    for r in words:
-        per_cat[r["category"]].append(r["hit"])
     n = len(words)
-    hits = sum(r["hit"] for r in words)
     return {
         "method": method,
         "tolerance": tolerance,
         "seed": seed,
         "images": len(images),
         "captions": sum(r["captions"] for r in images),
-        "accuracy": hits / n if n else None,
-        "hits": hits,
-        "misses": n - hits,
-        "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
-        "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
-        "baselines": {
-            "center": sum(r["center_hit"] for r in words) / n if n else None,
-            "random": sum(r["random_hit"] for r in words) / n if n else None,
-            "random_expected": float(np.mean([r["random_hit_rate"] for r in words])) if n else None,
-        },
+        **pointing_scores(words, random_baseline="seeded"),
         "skipped": skip_counts(images),
         "not_annotated": sum(r["not_annotated"] for r in images),
         # Sec. 4.1: the box around the largest segment above 15% of the map's maximum,

@@ -5,6 +5,9 @@ units whose results are already on disk are skipped, so an interrupted run ends 
 same results as an uninterrupted one. Under ``torchrun --nproc_per_node=N`` (any backend;
 gloo on the CPU) the units are sharded by rank, each rank appends to its own file, and
 rank 0 merges them into ``items.jsonl`` once every rank is done.
+
+:func:`resumable_run` is that loop, written once: an evaluation supplies what one unit's
+records are and how the merged records are summarised.
 """
 
 from __future__ import annotations
@@ -230,6 +233,48 @@ class Run:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
                                                encoding="utf-8")
         return summary
+
+
+def resumable_run(
+    out_dir: str | Path,
+    units: list[Any],
+    *,
+    unit_record: Callable[[Any], dict[str, Any]],
+    path_of: Callable[[Any], Path],
+    process: Callable[[Run, Any, np.ndarray], Iterable[dict[str, Any]]],
+    order: Callable[[dict[str, Any]], Any],
+    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    desc: str,
+    num_workers: int = 2,
+    progress: bool = True,
+    skip_reason: Callable[[Any], str | None] | None = None,
+) -> dict[str, Any] | None:
+    """Return the summary (on rank 0; None on other ranks) of a resumable run over `units`.
+
+    `unit_record(unit)` is the unit's own record, without results; its "key" marks the
+    unit done once written. For each pending unit whose image (at `path_of(unit)`) reads,
+    `process(run, unit, pixels)` returns or yields the records to write, the unit's own
+    last. A unit whose image is missing or unreadable, or for which `skip_reason(unit)`
+    (checked first) gives a reason, is written as its own record with "skipped": the reason.
+    After every rank ends, the records merged and sorted by `order` go to `summarize`,
+    whose summary is written to `summary.json` with items_per_second.
+    """
+
+    def key(unit: Any) -> Any:
+        return unit_record(unit)["key"]
+
+    with Run(out_dir) as run:
+        for unit, pixels, reason in run.pending(units, key, path_of, num_workers, desc, progress):
+            reason = (skip_reason(unit) if skip_reason is not None else None) or reason
+            if reason or pixels is None:
+                run.write({**unit_record(unit), "skipped": reason})
+                continue
+            for record in process(run, unit, pixels):
+                run.write(record)
+    records = run.finish(order=order)
+    if records is None:
+        return None
+    return run.write_summary(summarize(records))
 
 
 def mean_and_error(values: Iterable[float], name: str = "mean") -> dict[str, float | None]:
