@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 import vlcam
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
-from vlcam.data.coco import category_masks, load_coco
+from vlcam.data.coco import load_coco
 from vlcam.data.synthetic import generate
 from vlcam.eval.faithfulness import run_human_attention
 from vlcam.text import Vocabulary

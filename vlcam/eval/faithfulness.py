@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from vlcam.adapters.protocol import AnswerModel, Captioner
 from vlcam.data.coco import load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
@@ -76,7 +76,7 @@ def _question_summary(records: list[dict[str, Any]], other: str, **settings: int
 
 def run_box_ratio(
     out_dir: str | Path,
-    model: nn.Module,
+    model: Captioner,
     regions_json: str | Path,
     images_dir: str | Path,
     *,
@@ -129,7 +129,7 @@ def run_box_ratio(
 
 def run_caption_occlusion(
     out_dir: str | Path,
-    model: nn.Module,
+    model: Captioner,
     captions_json: str | Path,
     images_dir: str | Path,
     word_map: WordMap,
@@ -148,14 +148,10 @@ def run_caption_occlusion(
     the preprocessed image is set to `fill`; all occluded copies go through the model in
     batches of `batch_size` on the model's device.
     """
-    from vlcam.explain._common import prepare_image
-    from vlcam.explain.caption import CaptionScorer, caption_inputs, caption_words, explain_caption
-    from vlcam.guided import guided_backprop
-    from vlcam.targets import WordLogProb
+    from vlcam.explain.caption import caption_words, explain_caption
 
     captions = load_coco(captions_json)
     anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
-    scorer = CaptionScorer(model).eval()
 
     def unit_record(ann: dict[str, Any]) -> dict[str, Any]:
         return {"key": ann["id"], "image_id": ann["image_id"], "words": []}
@@ -165,21 +161,21 @@ def run_caption_occlusion(
         tokens_text = caption_words(model, ann["caption"])
         heads = [m.head for m in word_map.match(tokens_text)]
         if heads:
-            x = prepare_image(model, pixels).tensor
-            explanation = explain_caption(model, x, ann["caption"], words=heads)
-            _, inputs = caption_inputs(model, ann["caption"])
-            for t, cam in zip(heads, explanation.word_maps):
-                occlusion = occlusion_map(lambda images, t=t: scorer(images, *inputs)[:, t], x, patch=patch,
-                                          stride=stride, fill=fill, batch_size=batch_size)
-                guided = guided_backprop(scorer, (x, *inputs), WordLogProb(t))[0].abs().amax(dim=0)
+            # Explained at the model's input resolution, where the occlusion maps are.
+            explanation = explain_caption(model, model.preprocess(pixels), ann["caption"], words=heads)
+            # Column 0 is the whole caption; the words follow in the order of `heads`.
+            for k, (t, cam) in enumerate(zip(heads, explanation.word_maps), start=1):
+                occlusion = occlusion_map(lambda images, k=k: explanation.scores(images)[:, k],
+                                          explanation.images, patch=patch, stride=stride, fill=fill,
+                                          batch_size=batch_size)
+                guided = explanation.guided_backprop(k).abs().amax(dim=0)
                 record["words"].append({
                     "word_index": t,
                     "gradcam": rank_correlation(cam, occlusion),
                     "guided_backprop": rank_correlation(guided, occlusion),
                 })
                 _example(run, f"occlusion_{ann['id']}_{t}", explanation.image,
-                         [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
-                         f"{ann['caption']} [{tokens_text[t]}]")
+                         [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"], f"{ann['caption']} [{tokens_text[t]}]")
                 run.computed += 1
         return [record]
 
@@ -204,7 +200,7 @@ def _on_grid(heat: torch.Tensor, grid: int) -> torch.Tensor:
 
 def run_human_attention(
     out_dir: str | Path,
-    model: nn.Module,
+    model: AnswerModel,
     questions_json: str | Path,
     images_dir: str | Path,
     attention_dir: str | Path,
@@ -237,7 +233,7 @@ def run_human_attention(
         hat = hat_of(q)
         with Image.open(hat) as im:
             human = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32))
-        explanation = explain_answer(model, pixels, q["question"])
+        explanation = explain_answer(model, model.preprocess(pixels), q["question"])
         chance = torch.from_numpy(np.random.default_rng([seed, q["question_id"]]).random((grid, grid)))
         human_grid = _on_grid(human, grid)
         record.update(
@@ -260,7 +256,7 @@ def run_human_attention(
 
 def run_answer_occlusion(
     out_dir: str | Path,
-    model: nn.Module,
+    model: AnswerModel,
     questions_json: str | Path,
     images_dir: str | Path,
     *,
@@ -274,30 +270,22 @@ def run_answer_occlusion(
 ) -> dict[str, Any] | None:
     """Return (on rank 0) the mean rank correlation with occlusion maps of the Grad-CAM and
     guided-backprop maps of each question's top answer (paper Sec. 8.2: 0.60 against 0.42)."""
-    from vlcam.explain._common import prepare_image
     from vlcam.explain.answer import explain_answer
-    from vlcam.guided import guided_backprop
-    from vlcam.targets import AnswerLogit
 
     questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
 
     def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
         record = _question_record(q)
-        x = prepare_image(model, pixels).tensor
-        explanation = explain_answer(model, x, q["question"])
-        index = explanation.answer_indices[0]
-        inputs = (model.encode_questions([q["question"]]),)
-        if getattr(model, "open_vocabulary", False):
-            inputs = (*inputs, *model.encode_answers(explanation.answers))
-        with torch.no_grad():
-            occlusion = occlusion_map(lambda images: model(images, *inputs)[:, index], x, patch=patch,
-                                      stride=stride, fill=fill, batch_size=batch_size)
-        guided = guided_backprop(model, (x, *inputs), AnswerLogit(index))[0].abs().amax(dim=0)
+        explanation = explain_answer(model, model.preprocess(pixels), q["question"])
+        occlusion = occlusion_map(lambda images: explanation.scores(images)[:, 0], explanation.images,
+                                  patch=patch, stride=stride, fill=fill, batch_size=batch_size)
+        cam = explanation.maps[0]
+        guided = explanation.guided_backprop(0).abs().amax(dim=0)
         record.update(answer=explanation.answers[0],
-                      gradcam=rank_correlation(explanation.maps[0], occlusion),
+                      gradcam=rank_correlation(cam, occlusion),
                       guided_backprop=rank_correlation(guided, occlusion))
         _example(run, f"occlusion_{q['question_id']}", explanation.image,
-                 [explanation.maps[0], occlusion.clamp(min=0), guided],
+                 [cam, occlusion.clamp(min=0), guided],
                  [f"Grad-CAM '{explanation.answers[0]}'", "occlusion", "guided backprop"], q["question"])
         run.computed += 1
         return [record]

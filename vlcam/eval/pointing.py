@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torch import nn
+from vlcam.adapters.protocol import Captioner
 
 from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
@@ -53,7 +53,7 @@ def disc_grown(mask: np.ndarray, tolerance: int) -> np.ndarray:
 
 
 def _explained_words(
-    model: nn.Module, image: Any, anns: list[dict[str, Any]], word_map: WordMap, masks: dict[int, np.ndarray],
+    model: Captioner, image: Any, anns: list[dict[str, Any]], word_map: WordMap, masks: dict[int, np.ndarray],
     method: str, counts: dict[str, Any], on_explanation: Any = None, layer: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], list[str], Any, tuple[int, int], Any]]:
     """Yield (caption, its tokens, word match, map peak, word map) for every visual word of
@@ -80,7 +80,7 @@ def _explained_words(
 
 
 def iter_caption_pointing(
-    model: nn.Module,
+    model: Captioner,
     captions_json: str | Path,
     instances_json: str | Path,
     images_dir: str | Path,
@@ -174,7 +174,7 @@ def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
     return summary
 
 
-def caption_pointing_game(model: nn.Module, captions_json: str | Path, instances_json: str | Path,
+def caption_pointing_game(model: Captioner, captions_json: str | Path, instances_json: str | Path,
                           images_dir: str | Path, word_map: WordMap, **kwargs: Any) -> dict[str, Any]:
     """Return the pointing-game summary over every caption of `captions_json` (see module doc)."""
     counts: dict[str, int] = {}
@@ -196,7 +196,7 @@ def _random_point_hit(region: np.ndarray, seed: int, key: tuple[int, int, int]) 
 
 def run_pointing_game(
     out_dir: str | Path,
-    model: nn.Module,
+    model: Captioner,
     captions_json: str | Path,
     instances_json: str | Path,
     images_dir: str | Path,

@@ -16,7 +16,7 @@ from vlcam._state import preserved
 from vlcam.adapters.protocol import ImageModel
 from vlcam.explain.figures import overlay_figure, peak, save_figure
 from vlcam.gradcam import cam_from_gradients, layer_gradients
-from vlcam.guided import guided_grad_cam
+from vlcam.guided import guided_backprop, guided_grad_cam
 from vlcam.image import preprocess, to_pil
 from vlcam.targets import Target
 
@@ -63,6 +63,12 @@ class Explanation:
         with preserved(self.scorer, eval_mode=True), torch.no_grad():
             output = self.scorer(images, *self.inputs)
             return torch.stack([t(output) for t in self.targets], dim=1)
+
+    def guided_backprop(self, k: int) -> torch.Tensor:
+        """Return guided backpropagation [3, S, S] of target `k` at the explained input, in eval
+        mode (the model comes back as it was)."""
+        with preserved(self.scorer, eval_mode=True):
+            return guided_backprop(self.scorer, (self.images, *self.inputs), self.targets[k])[0]
 
     def panels(self) -> tuple[list[torch.Tensor], list[str], str]:
         """Return (the maps to draw, their titles, the figure's title)."""
