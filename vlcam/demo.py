@@ -40,6 +40,7 @@ def run_demo(
     where the word's map peaks and whether that point lies on an object of its category.
     """
     import vlcam
+    from vlcam.adapters import Captioner
     from vlcam.data.coco import category_masks, load_coco
     from vlcam.data.synthetic import generate
     from vlcam.data.wordmap import WordMap
