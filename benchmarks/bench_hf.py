@@ -71,12 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(1, 3, size, size, device=device)
     targets = [WordLogProb(t) for t in range(args.words)]
 
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        return adapter.gradcam_reshape(tokens, x)
+
     def forward():
         with torch.no_grad():
             return scorer(x, *inputs)
 
     def ours(batch_targets: bool | str):
-        result = layer_gradients(scorer, (x, *inputs), targets, layer, reshape=adapter.gradcam_reshape,
+        result = layer_gradients(scorer, (x, *inputs), targets, layer, reshape=reshape,
                                  batch_targets=batch_targets)
         return cam_from_gradients(result)
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             from pytorch_grad_cam import GradCAM
 
             cam = GradCAM(model=_FixedCaption(scorer, inputs), target_layers=[layer],
-                          reshape_transform=adapter.gradcam_reshape)
+                          reshape_transform=reshape)
 
             def peer():
                 return [cam(input_tensor=x, targets=[lambda out, t=t: out[t]]) for t in range(args.words)]
