@@ -23,7 +23,7 @@ from vlcam.adapters.protocol import CaptionerBase
 from vlcam._state import preserved
 from vlcam.checkpoint import load_state, read_text, save_checkpoint
 from vlcam.image import ImageLike, image_batch, preprocess
-from vlcam.text import END, PAD, START, UNK, Vocabulary, pad_sequences, tokenize
+from vlcam.text import END, PAD, START, Vocabulary, explainable_ids, pad_sequences
 
 KIND = "show_and_tell"
 # Global pooling of the last conv map into the image vector. "avg" is Vinyals et al.'s
@@ -158,19 +158,7 @@ class ShowAndTell(CaptionerBase):
         <unk> (with a warning). ValueError for a caption without words, with more than
         `MAX_WORDS`, or with no word in the vocabulary.
         """
-        if not isinstance(caption, str):
-            raise TypeError(f"caption must be a str, got {type(caption).__name__}")
-        words = tokenize(caption)
-        if not words:
-            raise ValueError(f"the caption {caption!r:.80} has no words to explain")
-        if len(words) > MAX_WORDS:
-            raise ValueError(f"the caption has {len(words)} words; at most {MAX_WORDS} are explained at once")
-        ids = self.vocab.encode(caption, add_special=True, warn=True)
-        if all(i == UNK for i in ids[1:-1]):
-            raise ValueError(
-                f"every word of the caption {caption!r:.80} is unknown to the model's vocabulary; "
-                "nothing could be explained"
-            )
+        words, ids = explainable_ids(self.vocab, caption, "caption", MAX_WORDS, add_special=True)
         return words, (torch.tensor([ids], dtype=torch.long, device=next(self.parameters()).device),)
 
     def known_words(self) -> list[str]:
