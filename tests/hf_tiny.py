@@ -99,7 +99,13 @@ def vilt_vqa(tmp: Path, seed: int = 0):
 
 def vit_gpt2(seed: int = 0):
     """A VisionEncoderDecoderModel (ViT encoder of width 32, GPT-2 decoder of width 48)."""
-    from transformers import GPT2Config, ViTConfig, ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     tokenizer = gpt2_tokenizer()
     encoder = ViTConfig(**_vision())
