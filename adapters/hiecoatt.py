@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchvision.models.resnet import BasicBlock
+
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.vqa_base import (
     VQAModel,
@@ -34,7 +35,6 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-
 from vlcam.text import PAD, Vocabulary
 
 KIND = "hiecoatt"

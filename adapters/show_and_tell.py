@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlcam._state import preserved
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.protocol import CaptionerBase
-
-from vlcam._state import preserved
 from vlcam.checkpoint import load_state, read_text, save_checkpoint
 from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import END, PAD, START, Vocabulary, explainable_ids, pad_sequences

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone
 from vlcam.adapters.protocol import AnswerModelBase
-
 from vlcam.checkpoint import load_state, read_text, save_checkpoint
 from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import PAD, Vocabulary, explainable_ids, pad_sequences

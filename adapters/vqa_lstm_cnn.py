@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
 from vlcam.adapters.backbones import build_backbone
 from vlcam.adapters.vqa_base import (
     VQAModel,
@@ -23,7 +24,6 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"

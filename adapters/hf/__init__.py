@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+
 from vlcam.adapters.hf._common import HFAdapter
 from vlcam.adapters.hf.captioning import (
     BlipCaptioner,

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from vlcam.adapters.protocol import BatchTargets, ImageModelBase, Triple
 
+from vlcam.adapters.protocol import BatchTargets, ImageModelBase, Triple
 from vlcam.image import image_batch, to_pil
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.hf._common import HFAdapter, blip_setup, check_text
 

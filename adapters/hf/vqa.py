@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.hf._common import (
     HFAdapter,
