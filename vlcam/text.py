@@ -25,7 +25,7 @@ def _tokenizer() -> Any:
     import spacy
     from spacy.symbols import ORTH
 
-    tokenizer = spacy.blank("en").tokenizer
+    tokenizer: Any = spacy.blank("en").tokenizer
     # A decoded caption shows unknown words as "<unk>"; encoding it again must give <unk>,
     # not the three tokens "<", "unk", ">".
     tokenizer.add_special_case(SPECIALS[UNK], [{ORTH: SPECIALS[UNK]}])
