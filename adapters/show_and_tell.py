@@ -114,11 +114,13 @@ class ShowAndTell(CaptionerBase):
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
-        return self.encoder(images)
+        conv_map: torch.Tensor = self.encoder(images)
+        return conv_map
 
     def image_vector(self, conv_map: torch.Tensor) -> torch.Tensor:
         """Return the LSTM's input at t = 0, [B, E]: the pooled, projected (and normalised) map."""
-        return self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
+        vector: torch.Tensor = self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
+        return vector
 
     def decode(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
@@ -136,7 +138,8 @@ class ShowAndTell(CaptionerBase):
         words = self.word_embed(tokens[:, :-1])
         hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
         # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
-        return self.classifier(self.dropout(hidden[:, 1:]))
+        logits: torch.Tensor = self.classifier(self.dropout(hidden[:, 1:]))
+        return logits
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment)."""
@@ -256,7 +259,9 @@ class ShowAndTell(CaptionerBase):
             vocab_size = total.shape[1]
             # 2k candidates always hold k that do not end: each beam has one <end>.
             top_scores, top_ids = total.flatten().topk(min(2 * k, total.numel()))
-            parents, new_beams, new_scores = [], [], []
+            parents: list[int] = []
+            new_beams: list[list[int]] = []
+            new_scores: list[float] = []
             for rank, (score, flat) in enumerate(zip(top_scores.tolist(), top_ids.tolist())):
                 parent, word = divmod(flat, vocab_size)
                 if score == float("-inf") or len(parents) == k:

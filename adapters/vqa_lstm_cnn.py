@@ -84,4 +84,5 @@ class VQALSTMCNN(VQAModel):
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""
         question = tile(self.encode_question_vectors(questions), image_features.shape[0])
-        return self.classifier(image_features * question)
+        logits: torch.Tensor = self.classifier(image_features * question)
+        return logits
