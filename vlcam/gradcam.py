@@ -87,6 +87,10 @@ def grad_cam(
     vectorised backward (``autograd.grad(..., is_grads_batched=True)``): the better choice
     when the part above the layer is heavy (a transformer decoder cross-attending to the
     image), since nothing is recomputed K times; it needs no broadcasting from the model.
+
+    The forward runs in eval mode (dropout off, batch-norm statistics frozen); the model
+    comes back exactly as given, buffers included, and the caller's random generators are
+    left where they were.
     """
     target_list, single = _as_target_list(targets)
     result = layer_gradients(model, inputs, target_list, layer, reshape=reshape,
@@ -126,7 +130,8 @@ def layer_gradients(
     """Return the layer's activations and each target's gradient from one forward.
 
     The building block under :func:`grad_cam`, for callers that need more than the map
-    (the scores, the model output). The model comes back exactly as it was given.
+    (the scores, the model output). The forward runs in eval mode; the model (buffers
+    included) and the random generators come back exactly as they were given.
     """
     args = _as_args(inputs)
     if not targets:
@@ -154,7 +159,7 @@ def layer_gradients(
         # cannot modify the leaf or the activations.
         return leaf.clone()
 
-    with preserved(model), cudnn_disabled(False), torch.inference_mode(False):
+    with preserved(model, eval_mode=True, rng=True), cudnn_disabled(False), torch.inference_mode(False):
         args = tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
                      for a in args)
         torch.set_grad_enabled(False)

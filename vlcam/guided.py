@@ -116,13 +116,14 @@ def guided_backprop(
 ) -> torch.Tensor:
     """Return guided-backprop gradients at the image: [B, C, H, W], or [B, K, C, H, W] for K targets.
 
-    The image is the first floating-point tensor among `inputs`.
+    The image is the first floating-point tensor among `inputs`. The forward runs in eval
+    mode; the model (buffers included) and the random generators come back as given.
     """
     target_list, single = _as_target_list(targets)
     args = _as_args(inputs)
     _check_batch(args)
     args, image_index = _image_requiring_grad(args)
-    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
+    with preserved(model, eval_mode=True, rng=True), guided_relus(), native_rnn(model, args), torch.enable_grad():
         output = model(*args)
         batch = args[image_index].shape[0]
         scores = [_score(t, output, batch) for t in target_list]
@@ -143,7 +144,8 @@ def guided_grad_cam(
     """Return Guided Grad-CAM: [B, C, H, W], or [B, K, C, H, W] for K targets.
 
     The upsampled Grad-CAM map times guided backpropagation (Sec. 3.2), both from one
-    forward: a plain backward to `layer` for Grad-CAM, a guided one to the image.
+    forward: a plain backward to `layer` for Grad-CAM, a guided one to the image. Runs in
+    eval mode and gives the model back as :func:`vlcam.grad_cam` does.
     """
     target_list, single = _as_target_list(targets)
     args = _as_args(inputs)
@@ -152,7 +154,7 @@ def guided_grad_cam(
     name = capture.name
     args, image_index = _image_requiring_grad(args)
 
-    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
+    with preserved(model, eval_mode=True, rng=True), guided_relus(), native_rnn(model, args), torch.enable_grad():
         # A clone, so that an in-place op right after the layer cannot modify the activations.
         output, activations = capture.forward(lambda: model(*args), lambda out: out.clone())
         batch = args[image_index].shape[0]

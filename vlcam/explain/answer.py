@@ -76,7 +76,8 @@ def explain_answer(
     vocabulary (compared after VQA normalisation). `method` is "gradcam", "guided-gradcam"
     or "counterfactual" (Eq. 12). `layer` defaults to the model's `default_layer`; any
     layer that runs once works (for HieCoAtt, ``cnn.body.layer1`` .. ``cnn.body.layer4``).
-    The model is explained in eval mode and comes back as given.
+    The model is explained in eval mode and comes back as given, buffers included;
+    the caller's random generators (Python, NumPy, torch) are left where they were.
     """
     check_conforms(model, AnswerModel, "explain_answer needs a VQA model")
     method = check_method(method)
@@ -84,7 +85,7 @@ def explain_answer(
     requested = _requested_answers(answer)
     prepared = prepare_image(model, img)
     scorer = AnswerScorer(model)
-    with preserved(model, eval_mode=True):
+    with preserved(model, eval_mode=True, rng=True):
         questions = model.encode_question(question)
         if requested is None and model.open_vocabulary:
             requested = model.top_answers(prepared.tensor, questions)[:1]

@@ -97,7 +97,9 @@ def explain_caption(
     `word_map` (for a multi-word name, its last word), by default the shipped map, the
     built-in world's or COCO's, that names more of the model's vocabulary. `method` is
     "gradcam", "guided-gradcam" or "counterfactual" (Eq. 12). `layer` defaults to the
-    model's `default_layer`. The model is explained in eval mode and comes back as given.
+    model's `default_layer`. The model is explained in eval mode and comes back as given,
+    buffers included; the caller's random generators (Python, NumPy, torch) are left where
+    they were.
     """
     check_conforms(model, Captioner, "explain_caption needs a captioner")
     method = check_method(method)
@@ -106,7 +108,7 @@ def explain_caption(
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
     prepared = prepare_image(model, img)
     scorer = CaptionScorer(model)
-    with preserved(model, eval_mode=True):
+    with preserved(model, eval_mode=True, rng=True):
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
         tokens, inputs = encoded_caption(model, caption)
