@@ -90,7 +90,8 @@ def grad_cam(
 
     The forward runs in eval mode (dropout off, batch-norm statistics frozen); the model
     comes back exactly as given, buffers included, and the caller's random generators are
-    left where they were.
+    left where they were. ValueError for an input tensor holding NaN/inf and for a layer
+    whose output is not spatial (without `reshape`, not (B, C, u, v)).
     """
     target_list, single = _as_target_list(targets)
     result = layer_gradients(model, inputs, target_list, layer, reshape=reshape,
@@ -138,16 +139,20 @@ def layer_gradients(
         raise ValueError("targets is empty: pass one target or a non-empty sequence of targets")
     capture = LayerCapture(model, layer)
     name = capture.name
-    _check_batch(args)
+    _check_inputs(args)
     if batch_targets not in (True, False, "vmap"):
         raise ValueError(f"batch_targets must be False, True or 'vmap', got {batch_targets!r}")
     replicas = len(targets) if batch_targets is True else 1
     rnn_above = needs_native_rnn(model, args)
     leaves: list[torch.Tensor] = []
+    spatial: list[torch.Tensor] = []
 
     def swap_for_leaf(out: torch.Tensor) -> torch.Tensor:
         if out.shape[0] == 0:
             raise ValueError("empty batch: the inputs hold 0 items")
+        # Checked here, before the activations are replicated for batched targets and the
+        # forward goes on: a text layer would otherwise fail far above with a size error.
+        spatial.append(_spatial_activations(out.detach(), name, reshape))
         # Everything above the layer builds a graph; everything below did not.
         torch.set_grad_enabled(True)
         if rnn_above:
@@ -165,8 +170,7 @@ def layer_gradients(
         torch.set_grad_enabled(False)
         output, out = capture.forward(lambda: model(*args), swap_for_leaf)
         (leaf,) = leaves
-        activations = out.detach()
-        batch = activations.shape[0]
+        batch = out.shape[0]
         outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
         scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
         grads = _gradients(scores, leaf, replicas, batch, vectorised=batch_targets == "vmap")
@@ -178,16 +182,9 @@ def layer_gradients(
             "is infinite or NaN, or overflowed (under autocast, try float32)"
         )
     if reshape is not None:
-        activations = _reshaped(reshape, activations, name)
         grads = torch.stack([_reshaped(reshape, g, name) for g in grads])
-    elif activations.dim() != 4:
-        raise ValueError(
-            f"layer {name!r} outputs shape {tuple(activations.shape)}; Grad-CAM needs "
-            "(B, C, u, v). For a token sequence (B, N, C), pass reshape= to lay it out as "
-            "(B, C, h, w)"
-        )
     return LayerGradients(
-        activations=activations,
+        activations=spatial[0],
         gradients=grads,
         scores=torch.stack([s.detach() for s in scores]),
         output=outputs[0],
@@ -226,12 +223,42 @@ def _as_target_list(targets: Targets) -> tuple[list[Target], bool]:
     )
 
 
-def _check_batch(args: tuple[Any, ...]) -> None:
+def _check_inputs(args: tuple[Any, ...]) -> None:
+    """Raise for inputs the engine cannot explain: no tensor, an empty batch, or a
+    floating-point tensor holding NaN/inf (ValueError naming its position among `args`)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if not tensors:
         raise TypeError("inputs hold no tensor: pass the image batch as a tensor")
     if tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
         raise ValueError(f"empty batch: the first input has shape {tuple(tensors[0].shape)}")
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            finite = torch.isfinite(a)
+            if not bool(finite.all()):
+                raise ValueError(f"input {i} {_non_finite_summary(a, finite)}; the model inputs must be finite")
+
+
+def _non_finite_summary(tensor: torch.Tensor, finite: torch.Tensor) -> str:
+    """Return 'of shape (...) and dtype ... holds 1 NaN, 2 +inf (first at index (...))'."""
+    counts = {"NaN": int(tensor.isnan().sum()), "+inf": int(tensor.isposinf().sum()),
+              "-inf": int(tensor.isneginf().sum())}
+    first = tuple(int(i) for i in (~finite).nonzero()[0])
+    held = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    return f"of shape {tuple(tensor.shape)} and dtype {tensor.dtype} holds {held} (first at index {first})"
+
+
+def _spatial_activations(activations: torch.Tensor, name: str, reshape: Reshape | None) -> torch.Tensor:
+    """Return the layer's activations as (B, C, u, v), through `reshape` when given; ValueError
+    naming the layer and its output shape when they are not a spatial map."""
+    if reshape is not None:
+        return _reshaped(reshape, activations, name)
+    if activations.dim() != 4:
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(activations.shape)}, not a spatial map (B, C, u, v): "
+            "Grad-CAM needs a spatial layer of the image encoder (a conv layer or block). For a "
+            "token sequence (B, N, C), pass reshape= to lay it out as (B, C, h, w)"
+        )
+    return activations
 
 
 def _slice_batch(output: Any, start: int, stop: int) -> Any:
@@ -300,7 +327,13 @@ def _gradients(
 
 
 def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor:
-    out = reshape(tensor)
+    try:
+        out = reshape(tensor)
+    except ValueError as e:
+        # An adapter's reshape refuses a non-spatial output; the user chose the layer by name.
+        shape = str(tuple(tensor.shape))
+        raise ValueError(f"layer {name!r}" + ("" if shape in str(e) else f" outputs shape {shape}")
+                         + f": {e}") from e
     if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != tensor.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
