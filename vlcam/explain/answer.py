@@ -70,9 +70,10 @@ def explain_answer(
     """Return Grad-CAM maps that explain answers to `question` about `img`.
 
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
-    already preprocessed [3, S, S] / [1, 3, S, S] tensor. `answer` is one answer, a list
-    of answers (the paper's "red", "yellow", "yellow and red": all from one pass), or None
-    for the model's top answer. A fixed-vocabulary model's answers must be in its
+    already preprocessed [3, S, S] / [1, 3, S, S] float tensor (float16, bfloat16 and
+    float64 are cast to float32; integer pixels are refused: pass them as an image or an
+    array). `answer` is one answer, a list of answers (the paper's "red", "yellow",
+    "yellow and red": all from one pass), or None for the model's top answer. A fixed-vocabulary model's answers must be in its
     vocabulary (compared after VQA normalisation). `method` is "gradcam", "guided-gradcam"
     or "counterfactual" (Eq. 12). `layer` defaults to the model's `default_layer`; any
     layer that runs once works (for HieCoAtt, ``cnn.body.layer1`` .. ``cnn.body.layer4``).

@@ -91,13 +91,14 @@ def explain_caption(
     """Return Grad-CAM maps for `caption` on `img`: one for the caption, one per requested word.
 
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
-    already preprocessed [3, S, S] / [1, 3, S, S] tensor. `caption=None` explains the
-    model's own caption (beam search with `beam_size`). `words` is "all", "visual" or a
-    list of word indices into `tokens`; "visual" takes the words that name an object in
-    `word_map` (for a multi-word name, its last word), by default the shipped map, the
-    built-in world's or COCO's, that names more of the model's vocabulary. `method` is
-    "gradcam", "guided-gradcam" or "counterfactual" (Eq. 12). `layer` defaults to the
-    model's `default_layer`. The model is explained in eval mode and comes back as given,
+    already preprocessed [3, S, S] / [1, 3, S, S] float tensor (float16, bfloat16 and
+    float64 are cast to float32; integer pixels are refused: pass them as an image or an
+    array). `caption=None` explains the model's own caption (beam search with
+    `beam_size`). `words` is "all", "visual" or a list of word indices into `tokens`;
+    "visual" takes the words that name an object in `word_map` (for a multi-word name, its
+    last word), by default the shipped map, the built-in world's or COCO's, that names more
+    of the model's vocabulary. `method` is "gradcam", "guided-gradcam" or "counterfactual"
+    (Eq. 12). `layer` defaults to the model's `default_layer`. The model is explained in eval mode and comes back as given,
     buffers included; the caller's random generators (Python, NumPy, torch) are left where
     they were.
     """
