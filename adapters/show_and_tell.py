@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from vlcam.adapters._broadcast import tiled
+from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.protocol import CaptionerBase
 
@@ -124,12 +125,15 @@ class ShowAndTell(CaptionerBase):
         """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
 
         `tokens` is [B, L] = <start> w1 .. wn <end> <pad>...; the teacher-forced inputs
-        are ``tokens[:, :-1]``. Broadcasting: when ``conv_map.shape[0]`` is r > 1 times
-        ``tokens.shape[0]``, the tokens are tiled r times (``tokens.repeat(r, 1)``), so
-        copy j of the features (rows ``j*B .. j*B+B-1``) pairs with the same captions;
-        the Grad-CAM engine relies on this to explain several targets in one backward.
+        are ``tokens[:, :-1]``; an id outside the vocabulary is a ValueError. Broadcasting:
+        when ``conv_map.shape[0]`` is r > 1 times ``tokens.shape[0]``, the tokens are tiled
+        r times (``tokens.repeat(r, 1)``), so copy j of the features (rows
+        ``j*B .. j*B+B-1``) pairs with the same captions; the Grad-CAM engine relies on this
+        to explain several targets in one backward.
         """
-        tokens = _tiled(tokens, conv_map.shape[0])
+        tiled_tokens = _tiled(tokens, conv_map.shape[0])  # checks the shape
+        check_word_ids(tokens, len(self.vocab), "caption")
+        tokens = tiled_tokens
         if conv_map.dim() != 4:
             raise ValueError(f"decode expects a conv map [B, C, h, w], got {tuple(conv_map.shape)}")
         image = self.image_vector(conv_map).unsqueeze(1)

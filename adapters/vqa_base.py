@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from vlcam.adapters._broadcast import tiled
+from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone
 from vlcam.adapters.protocol import AnswerModelBase
 
@@ -69,10 +70,13 @@ class VQAModel(AnswerModelBase):
 
     def forward(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return answer logits [B', num_answers] (pre-softmax) for normalised images and
-        question ids [B, L] from :meth:`encode_questions` (see the class doc for B')."""
+        question ids [B, L] from :meth:`encode_questions` (see the class doc for B'); an id
+        outside the vocabulary is a ValueError."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {shape}")
+        question_lengths(questions)  # refuses what is not word ids [B, L], before the CNN runs
+        check_word_ids(questions, len(self.vocab), "question")
         return self.answer_logits(self.encode_images(images), questions)
 
     # --- Inputs and outputs -----------------------------------------------------------------
