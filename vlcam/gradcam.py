@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlcam._capture import LayerCapture, needs_native_rnn
+from vlcam._checks import non_finite
 from vlcam._state import cudnn_disabled, preserved
 from vlcam.targets import Target
 
@@ -232,19 +233,12 @@ def _check_inputs(args: tuple[Any, ...]) -> None:
     if tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
         raise ValueError(f"empty batch: the first input has shape {tuple(tensors[0].shape)}")
     for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor) and a.is_floating_point():
-            finite = torch.isfinite(a)
-            if not bool(finite.all()):
-                raise ValueError(f"input {i} {_non_finite_summary(a, finite)}; the model inputs must be finite")
-
-
-def _non_finite_summary(tensor: torch.Tensor, finite: torch.Tensor) -> str:
-    """Return 'of shape (...) and dtype ... holds 1 NaN, 2 +inf (first at index (...))'."""
-    counts = {"NaN": int(tensor.isnan().sum()), "+inf": int(tensor.isposinf().sum()),
-              "-inf": int(tensor.isneginf().sum())}
-    first = tuple(int(i) for i in (~finite).nonzero()[0])
-    held = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    return f"of shape {tuple(tensor.shape)} and dtype {tensor.dtype} holds {held} (first at index {first})"
+        held = non_finite(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else None
+        if held is not None:
+            raise ValueError(
+                f"input {i} of shape {tuple(a.shape)} and dtype {a.dtype} holds {held}; the model inputs "
+                "must be finite"
+            )
 
 
 def _spatial_activations(activations: torch.Tensor, name: str, reshape: Reshape | None) -> torch.Tensor:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from vlcam._checks import non_finite
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -128,11 +130,10 @@ def _checked_tensor(img: torch.Tensor, *, batched: bool) -> torch.Tensor:
         )
     if batch.shape[0] == 0 or batch.shape[2] == 0 or batch.shape[3] == 0:
         raise ValueError(f"the image tensor is empty: shape {tuple(img.shape)}")
-    finite = torch.isfinite(batch)
-    if not bool(finite.all()):
+    held = non_finite(img)
+    if held is not None:
         raise ValueError(
-            f"the image tensor of shape {tuple(img.shape)} holds {int((~finite).sum())} non-finite "
-            f"values ({int(batch.isnan().sum())} NaN, {int(batch.isinf().sum())} inf); a preprocessed "
+            f"the image tensor of shape {tuple(img.shape)} holds non-finite values: {held}; a preprocessed "
             "image must be finite"
         )
     return batch
