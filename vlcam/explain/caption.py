@@ -159,14 +159,15 @@ def default_word_map(vocab_words: Sequence[str]) -> WordMap:
 def _word_indices(
     words: object, tokens: list[str], word_map: WordMap | None, vocab_words: Sequence[str]
 ) -> list[int]:
+    # Checked whatever `words` is: a wrong word_map is a mistake even where it goes unused.
+    if word_map is not None and not isinstance(word_map, WordMap):
+        raise TypeError(
+            f"word_map must be a vlcam WordMap (e.g. WordMap.builtin('coco') or WordMap.from_file(path)), "
+            f"got {type(word_map).__name__}: {word_map!r:.80}"
+        )
     if isinstance(words, str) and words == "all":
         return list(range(len(tokens)))
     if isinstance(words, str) and words == "visual":
-        if word_map is not None and not isinstance(word_map, WordMap):
-            raise TypeError(
-                f"word_map must be a vlcam WordMap (e.g. WordMap.builtin('coco') or WordMap.from_file(path)), "
-                f"got {type(word_map).__name__}: {word_map!r:.80}"
-            )
         return [m.head for m in (word_map or default_word_map(vocab_words)).match(tokens)]
     if isinstance(words, np.ndarray):
         words = words.tolist()
