@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from vlcam._state import preserved
 from vlcam.data.vqa import normalize_answer
+from vlcam.gradcam import BatchTargets
 
 Triple = tuple[float, float, float]
-BatchTargets = Union[bool, Literal["vmap"]]
 # What `preprocess` takes: a preprocessed tensor [3, H, W] / [B, 3, H, W], or one or more
 # images (PIL images, arrays, paths).
 Images = Any
@@ -154,14 +154,21 @@ def missing_members(model: object, protocol: type) -> list[str]:
     return [name for name in members if not hasattr(model, name)]
 
 
-def check_conforms(model: object, protocol: type, role: str) -> None:
-    """Raise TypeError naming what `model` lacks to be a `protocol` (as `role`, for the message)."""
+def check_conforms(model: object, protocol: type, role: str) -> nn.Module:
+    """Return `model` as the nn.Module it must be; TypeError naming what it lacks to be a
+    `protocol` (`role` says who needs it, for the message)."""
     missing = missing_members(model, protocol)
     if missing:
         raise TypeError(
             f"{type(model).__name__} is not a vlcam {protocol.__name__}: it lacks {', '.join(missing)}"
             f" (see 'Write your own adapter' in the README; {role})"
         )
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{type(model).__name__} is not an nn.Module: Grad-CAM hooks a layer of the model, so an "
+            f"adapter is a torch module ({role})"
+        )
+    return model
 
 
 class ImageModelBase(nn.Module):

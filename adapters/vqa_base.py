@@ -84,7 +84,7 @@ class VQAModel(AnswerModelBase):
 
     # --- Inputs and outputs -----------------------------------------------------------------
 
-    def encode_questions(self, questions: Sequence[str], *, warn: bool = True) -> torch.LongTensor:
+    def encode_questions(self, questions: Sequence[str], *, warn: bool = True) -> torch.Tensor:
         """Return the questions as <pad>-padded word ids [B, L] on the model's device.
 
         Unknown words become <unk> (with one warning naming them if `warn`); a question

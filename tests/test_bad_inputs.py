@@ -364,7 +364,8 @@ def test_the_engine_at_a_non_spatial_layer_names_the_layer(native, name, layer, 
     model = native[name]
     x = image_batch(batch, 16)
     if isinstance(model, ShowAndTell):
-        scorer, inputs, targets = CaptionScorer(model), (x, caption_ids(model, batch)), [WordLogProb(i) for i in range(k)]
+        scorer, inputs = CaptionScorer(model), (x, caption_ids(model, batch))
+        targets = [WordLogProb(i) for i in range(k)]
         named = f"captioner.{layer}"
     else:
         scorer, inputs, targets = model, (x, question_ids(model, batch)), [AnswerLogit(i) for i in range(k)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,10 @@ from vlcam._checks import non_finite
 from vlcam._state import cudnn_disabled, preserved
 from vlcam.targets import Target
 
-Targets = Union[Target, Sequence[Target]]
+Targets = Target | Sequence[Target]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
-Upsample = Union[bool, tuple[int, int]]
-BatchTargets = Union[bool, str]
+Upsample = bool | tuple[int, int]
+BatchTargets = bool | Literal["vmap"]
 
 
 # --- The paper's equations -------------------------------------------------------------
@@ -309,15 +309,16 @@ def _gradients(
         (grad,) = torch.autograd.grad(total, leaf, allow_unused=True)
         if grad is None:
             grad = torch.zeros_like(leaf)
-        return grad.detach().unflatten(0, (replicas, batch))
-    grads = []
+        replicated: torch.Tensor = grad.detach().unflatten(0, (replicas, batch))
+        return replicated
+    per_target: list[torch.Tensor] = []
     last = max((k for k, c in enumerate(connected) if c), default=-1)
     for k, y in enumerate(scores):
-        grad = None
+        one: torch.Tensor | None = None
         if connected[k]:
-            (grad,) = torch.autograd.grad(y.sum(), leaf, retain_graph=k < last, allow_unused=True)
-        grads.append(torch.zeros_like(leaf) if grad is None else grad.detach())
-    return torch.stack(grads)
+            (one,) = torch.autograd.grad(y.sum(), leaf, retain_graph=k < last, allow_unused=True)
+        per_target.append(torch.zeros_like(leaf) if one is None else one.detach())
+    return torch.stack(per_target)
 
 
 def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor:
@@ -329,9 +330,9 @@ def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor
         raise ValueError(f"layer {name!r}" + ("" if shape in str(e) else f" outputs shape {shape}")
                          + f": {e}") from e
     if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != tensor.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"reshape turned layer {name!r}'s output {tuple(tensor.shape)} into {shape}; "
+            f"reshape turned layer {name!r}'s output {tuple(tensor.shape)} into {got}; "
             f"it must return (B, C, h, w) with B = {tensor.shape[0]}"
         )
     return out

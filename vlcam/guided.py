@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,19 +75,19 @@ def _relu_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def _guided_relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return _GuidedReLUInplace.apply(input) if inplace else _GuidedReLU.apply(input)
+    return cast(torch.Tensor, _GuidedReLUInplace.apply(input) if inplace else _GuidedReLU.apply(input))
 
 
 def _guided_relu_(input: torch.Tensor) -> torch.Tensor:
-    return _GuidedReLUInplace.apply(input)
+    return cast(torch.Tensor, _GuidedReLUInplace.apply(input))
 
 
 def _guided_tensor_relu(self: torch.Tensor) -> torch.Tensor:
-    return _GuidedReLU.apply(self)
+    return cast(torch.Tensor, _GuidedReLU.apply(self))
 
 
 def _guided_tensor_relu_(self: torch.Tensor) -> torch.Tensor:
-    return _GuidedReLUInplace.apply(self)
+    return cast(torch.Tensor, _GuidedReLUInplace.apply(self))
 
 
 @contextmanager
@@ -176,7 +176,8 @@ def guided_grad_cam(
         guided = _input_gradients(scores, args[image_index])
     if reshape is not None:
         layer_grads = torch.stack([_reshaped(reshape, g, name) for g in layer_grads])
-    maps = cam_from_gradients(LayerGradients(spatial[0], layer_grads, torch.stack([s.detach() for s in scores]), output),
+    scored = torch.stack([s.detach() for s in scores])
+    maps = cam_from_gradients(LayerGradients(spatial[0], layer_grads, scored, output),
                               counterfactual=counterfactual)
     maps = _upsample(maps, tuple(args[image_index].shape[-2:]), args)  # [B, K, H, W]
     result = maps.unsqueeze(2) * guided.transpose(0, 1).float()
@@ -187,7 +188,7 @@ def _image_requiring_grad(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
     for i, a in enumerate(args):
         if isinstance(a, torch.Tensor) and a.is_floating_point():
             image = a.detach().clone().requires_grad_(True)
-            return args[:i] + (image,) + args[i + 1:], i
+            return (*args[:i], image, *args[i + 1:]), i
     raise TypeError("inputs hold no floating-point tensor to take the gradient at (the image)")
 
 

@@ -98,18 +98,18 @@ def explain_caption(
     "visual" takes the words that name an object in `word_map` (for a multi-word name, its
     last word), by default the shipped map, the built-in world's or COCO's, that names more
     of the model's vocabulary. `method` is "gradcam", "guided-gradcam" or "counterfactual"
-    (Eq. 12). `layer` defaults to the model's `default_layer`. The model is explained in eval mode and comes back as given,
-    buffers included; the caller's random generators (Python, NumPy, torch) are left where
-    they were.
+    (Eq. 12). `layer` defaults to the model's `default_layer`. The model is explained in
+    eval mode and comes back as given, buffers included; the caller's random generators
+    (Python, NumPy, torch) are left where they were.
     """
-    check_conforms(model, Captioner, "explain_caption needs a captioner")
+    torch_model = check_conforms(model, Captioner, "explain_caption needs a captioner")
     method = check_method(method)
-    module = resolve_layer(model, model.default_layer if layer is None else layer)
+    module = resolve_layer(torch_model, model.default_layer if layer is None else layer)
     if caption is not None and not isinstance(caption, str):
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
     prepared = prepare_image(model, img)
     scorer = CaptionScorer(model)
-    with preserved(model, eval_mode=True, rng=True):
+    with preserved(torch_model, eval_mode=True, rng=True):
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
         tokens, inputs = encoded_caption(model, caption)
@@ -123,7 +123,7 @@ def explain_caption(
         maps=maps,
         targets=targets,
         method=method,
-        layer=layer_name(model, module),
+        layer=layer_name(torch_model, module),
         scorer=scorer,
         inputs=inputs,
         images=prepared.tensor,
