@@ -73,7 +73,7 @@ def read_weights(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> di
     """Return the state dict in `ckpt_dir`/model.safetensors; ValueError naming it if it is corrupt."""
     weights = ckpt_dir / MODEL_FILE
     if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_dir} has no {MODEL_FILE}")
+        raise FileNotFoundError(f"missing checkpoint file: {weights}")
     try:
         return load_file(str(weights), device=str(map_location))
     except SafetensorError as err:
@@ -293,7 +293,7 @@ def check_weights(expected: Mapping[str, torch.Tensor], found: Mapping[str, torc
     unexpected = [name for name in found if name not in expected]
     misshaped = [f"{name} {_shape(found[name])} in the file, {_shape(t)} expected" for name, t in expected.items()
                  if name in found and found[name].shape != t.shape]
-    problems = [f"{len(names)} {what}: {', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}"
+    problems = [f"{what} ({len(names)}): {', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}"
                 for what, names in (("missing tensors", missing), ("unexpected tensors", unexpected),
                                     ("tensors of another shape", misshaped)) if names]
     if problems:
