@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from vlcam.image import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 Triple = tuple[float, float, float]
 
@@ -66,8 +70,11 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last conv feature map [B, C, h, w] of a normalised image batch."""
-        out = self.body(x)
-        return out[-1] if self._returns_list else out
+        if self._returns_list:
+            maps: list[torch.Tensor] = self.body(x)
+            return maps[-1]
+        out: torch.Tensor = self.body(x)
+        return out
 
 
 def build_backbone(name: str, *, pretrained: bool = False) -> Backbone:
@@ -129,7 +136,7 @@ def _torchvision(name: str, pretrained: bool) -> Backbone:
     else:
         attribute = next((a for a in _TRUNK_ATTRIBUTES if hasattr(model, a)), None)
         trunk = getattr(model, attribute) if attribute else None
-        if name.startswith(_NOT_CONV) or not isinstance(trunk, nn.Sequential):
+        if attribute is None or name.startswith(_NOT_CONV) or not isinstance(trunk, nn.Sequential):
             raise ValueError(
                 f"torchvision model {name!r} has no convolutional trunk vlcam can cut out; "
                 f"use a CNN, or try the timm version with 'timm:<name>'. Supported: {_FAMILIES}"
@@ -167,7 +174,8 @@ def _timm(name: str, pretrained: bool, *, full_name: str) -> Backbone:
     except (RuntimeError, ValueError, AttributeError) as e:
         raise ValueError(f"timm model {name!r} cannot give a feature map (features_only): {e}") from e
     modules = dict(model.named_modules())
-    source = model.feature_info.module_name()[-1]
+    feature_info = cast("FeatureInfo", model.feature_info)
+    source = feature_info.module_name()[-1]
     # Feature wrappers flatten nested Sequential names ('stages.3' -> 'stages_3').
     layer = next((n for n in (source, source.replace(".", "_")) if n in modules), None)
     if layer is None:
@@ -179,7 +187,7 @@ def _timm(name: str, pretrained: bool, *, full_name: str) -> Backbone:
     return Backbone(
         full_name,
         model,
-        out_channels=int(model.feature_info.channels()[-1]),
+        out_channels=int(feature_info.channels()[-1]),
         gradcam_layer=f"body.{layer}",
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
         std=tuple(cfg.get("std", IMAGENET_STD)),

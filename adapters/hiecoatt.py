@@ -20,13 +20,15 @@ the network the gradient flows through.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchvision.models.resnet import BasicBlock
+
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.vqa_base import (
     VQAConfig,
@@ -36,7 +38,6 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-
 from vlcam.checkpoint import POSITIVE_INT, setting
 from vlcam.text import PAD, Vocabulary
 
@@ -175,7 +176,8 @@ class HieCoAtt(VQAModel):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Return the image regions [B, N, d]: the grid's N = h*w cells, projected, tanh."""
         grid = self.cnn(images).flatten(2).transpose(1, 2)  # [B, N, C]
-        return self.dropout(torch.tanh(self.image_proj(grid)))
+        regions: torch.Tensor = self.dropout(torch.tanh(self.image_proj(grid)))
+        return regions
 
     def encode_question_levels(self, questions: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Return ([word, phrase, question] features, each [B, T, d], zero at <pad>; the
@@ -187,7 +189,7 @@ class HieCoAtt(VQAModel):
         # The n-gram starting at word t covers t..t+n-1; zeros past the end, as for padding.
         channels = words.transpose(1, 2)
         grams = [torch.tanh(conv(nn.functional.pad(channels, (0, conv.kernel_size[0] - 1))))
-                 for conv in self.ngrams]
+                 for conv in cast("Iterable[nn.Conv1d]", self.ngrams)]
         phrases = torch.stack(grams).amax(dim=0).transpose(1, 2) * keep
         packed = pack_padded_sequence(phrases, lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, _ = self.lstm(packed)
@@ -206,4 +208,5 @@ class HieCoAtt(VQAModel):
         h = torch.tanh(self.fuse_word(fused[0]))
         h = torch.tanh(self.fuse_phrase(torch.cat([fused[1], h], dim=1)))
         h = torch.tanh(self.fuse_question(torch.cat([fused[2], h], dim=1)))
-        return self.classifier(self.dropout(h))
+        logits: torch.Tensor = self.classifier(self.dropout(h))
+        return logits

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlcam._state import preserved
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.protocol import CaptionerBase
-
-from vlcam._state import preserved
 from vlcam.checkpoint import (
     FRACTION,
     NAME,
@@ -37,7 +37,7 @@ from vlcam.checkpoint import (
     setting,
 )
 from vlcam.image import ImageLike, image_batch, preprocess
-from vlcam.text import END, PAD, START, UNK, Vocabulary, pad_sequences, tokenize
+from vlcam.text import END, PAD, START, Vocabulary, explainable_ids, pad_sequences
 
 KIND = "show_and_tell"
 # Global pooling of the last conv map into the image vector. "avg" is Vinyals et al.'s
@@ -150,11 +150,13 @@ class ShowAndTell(CaptionerBase):
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
-        return self.encoder(images)
+        conv_map: torch.Tensor = self.encoder(images)
+        return conv_map
 
     def image_vector(self, conv_map: torch.Tensor) -> torch.Tensor:
         """Return the LSTM's input at t = 0, [B, E]: the pooled, projected (and normalised) map."""
-        return self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
+        vector: torch.Tensor = self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
+        return vector
 
     def decode(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
@@ -172,7 +174,8 @@ class ShowAndTell(CaptionerBase):
         words = self.word_embed(tokens[:, :-1])
         hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
         # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
-        return self.classifier(self.dropout(hidden[:, 1:]))
+        logits: torch.Tensor = self.classifier(self.dropout(hidden[:, 1:]))
+        return logits
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment)."""
@@ -194,19 +197,7 @@ class ShowAndTell(CaptionerBase):
         <unk> (with a warning). ValueError for a caption without words, with more than
         `MAX_WORDS`, or with no word in the vocabulary.
         """
-        if not isinstance(caption, str):
-            raise TypeError(f"caption must be a str, got {type(caption).__name__}")
-        words = tokenize(caption)
-        if not words:
-            raise ValueError(f"the caption {caption!r:.80} has no words to explain")
-        if len(words) > MAX_WORDS:
-            raise ValueError(f"the caption has {len(words)} words; at most {MAX_WORDS} are explained at once")
-        ids = self.vocab.encode(caption, add_special=True, warn=True)
-        if all(i == UNK for i in ids[1:-1]):
-            raise ValueError(
-                f"every word of the caption {caption!r:.80} is unknown to the model's vocabulary; "
-                "nothing could be explained"
-            )
+        words, ids = explainable_ids(self.vocab, caption, "caption", MAX_WORDS, add_special=True)
         return words, (torch.tensor([ids], dtype=torch.long, device=next(self.parameters()).device),)
 
     def known_words(self) -> list[str]:
@@ -304,7 +295,9 @@ class ShowAndTell(CaptionerBase):
             vocab_size = total.shape[1]
             # 2k candidates always hold k that do not end: each beam has one <end>.
             top_scores, top_ids = total.flatten().topk(min(2 * k, total.numel()))
-            parents, new_beams, new_scores = [], [], []
+            parents: list[int] = []
+            new_beams: list[list[int]] = []
+            new_scores: list[float] = []
             for rank, (score, flat) in enumerate(zip(top_scores.tolist(), top_ids.tolist())):
                 parent, word = divmod(flat, vocab_size)
                 if score == float("-inf") or len(parents) == k:

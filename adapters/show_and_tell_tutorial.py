@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from vlcam.adapters.show_and_tell import ShowAndTell
 
+from vlcam.adapters.show_and_tell import ShowAndTell
 from vlcam.text import SPECIALS, Vocabulary
 
 # torchvision families whose children are conv1, bn1, relu, maxpool, layer1..4, avgpool, fc:

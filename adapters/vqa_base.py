@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.backbones import Backbone
 from vlcam.adapters.protocol import AnswerModelBase
-
 from vlcam.checkpoint import (
     CONFIG_FILE,
     FRACTION,
@@ -31,7 +31,7 @@ from vlcam.checkpoint import (
     setting,
 )
 from vlcam.image import ImageLike, image_batch, preprocess
-from vlcam.text import PAD, UNK, Vocabulary, pad_sequences, tokenize
+from vlcam.text import PAD, Vocabulary, explainable_ids, pad_sequences
 
 VOCAB_FILE = "vocab.json"
 ANSWERS_FILE = "answers.json"
@@ -129,20 +129,8 @@ class VQAModel(AnswerModelBase):
         ValueError for a question without words, with more than `MAX_QUESTION_WORDS`, or
         whose every word is unknown to the vocabulary (nothing could be explained).
         """
-        if not isinstance(question, str):
-            raise TypeError(f"question must be a str, got {type(question).__name__}")
-        words = tokenize(question)
-        if not words:
-            raise ValueError(f"the question {question!r:.80} has no words")
-        if len(words) > MAX_QUESTION_WORDS:
-            raise ValueError(f"the question has {len(words)} words; at most {MAX_QUESTION_WORDS} are accepted")
-        tokens = self.encode_questions([question])
-        if bool((tokens[0] == UNK).all()):
-            raise ValueError(
-                f"every word of the question {question!r:.80} is unknown to the model's vocabulary; "
-                "nothing could be explained"
-            )
-        return tokens
+        _, ids = explainable_ids(self.vocab, question, "question", MAX_QUESTION_WORDS, add_special=False)
+        return torch.tensor([ids], dtype=torch.long, device=_device(self))
 
     def preprocess(self, images: torch.Tensor | ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Return a normalised [B, 3, S, S] batch from a preprocessed tensor or images."""

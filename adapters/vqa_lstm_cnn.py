@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
 from vlcam.adapters.backbones import build_backbone
 from vlcam.adapters.vqa_base import (
     VQAConfig,
@@ -25,7 +26,6 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-
 from vlcam.checkpoint import POSITIVE_INT, setting
 from vlcam.text import PAD, Vocabulary
 
@@ -100,4 +100,5 @@ class VQALSTMCNN(VQAModel):
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""
         question = tile(self.encode_question_vectors(questions), image_features.shape[0])
-        return self.classifier(image_features * question)
+        logits: torch.Tensor = self.classifier(image_features * question)
+        return logits

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.word_map:
         word_map = WordMap.from_file(args.word_map)
     else:
-        names = {c["name"] for c in json.loads(open(args.instances, encoding="utf-8").read())["categories"]}
+        names = {c["name"] for c in json.loads(Path(args.instances).read_text(encoding="utf-8"))["categories"]}
         synthetic = WordMap.builtin("synthetic")
         word_map = synthetic if names <= {c["name"] for c in synthetic.categories} else WordMap.builtin("coco")
     summary = run_pointing_game(

@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/shipped", help="folder for the world and the training run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
-    parser.add_argument("--dest", default=str(Path(__file__).resolve().parents[1] / "vlcam/assets/show_and_tell_synthetic"))
+    parser.add_argument(
+        "--dest", default=str(Path(__file__).resolve().parents[1] / "vlcam/assets/show_and_tell_synthetic")
+    )
     args = parser.parse_args(argv)
 
     from vlcam.data.synthetic import generate

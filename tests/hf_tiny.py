@@ -99,7 +99,13 @@ def vilt_vqa(tmp: Path, seed: int = 0, words: list[str] = WORDS, answers: list[s
 
 def vit_gpt2(seed: int = 0, captions: list[str] = CAPTIONS):
     """A VisionEncoderDecoderModel (ViT encoder of width 32, GPT-2 decoder of width 48)."""
-    from transformers import GPT2Config, ViTConfig, ViTImageProcessor, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     tokenizer = gpt2_tokenizer(captions)
     encoder = ViTConfig(**_vision())

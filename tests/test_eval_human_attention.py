@@ -23,7 +23,9 @@ def test_answer_maps_are_ranked_against_human_attention_maps(tmp_path):
     world = tmp_path / "world"
     generate(world, num_images=4, image_size=64, seed=3, val_fraction=1.0, workers=1)
     questions = json.loads((world / "vqa_questions_val.json").read_text())["questions"]
-    annotations = {a["question_id"]: a for a in json.loads((world / "vqa_annotations_val.json").read_text())["annotations"]}
+    annotations = {
+        a["question_id"]: a for a in json.loads((world / "vqa_annotations_val.json").read_text())["annotations"]
+    }
     instances = load_coco(world / "instances_val.json")
     hat = tmp_path / "hat"
     hat.mkdir()

@@ -9,11 +9,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from image_strategies import images
 from PIL import Image
 from torch import nn
 
 import vlcam
+from image_strategies import images
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.image import preprocess
@@ -218,7 +218,7 @@ known_answers = st.one_of(
     st.none(), st.sampled_from(ANSWERS), st.lists(st.sampled_from(ANSWERS), min_size=1, max_size=4)
 )
 bad_answers = st.one_of(
-    st.lists(st.sampled_from(ANSWERS + ["purple", "", "🙂", "YELLOW"]), max_size=4), st.text(max_size=10)
+    st.lists(st.sampled_from([*ANSWERS, "purple", "", "🙂", "YELLOW"]), max_size=4), st.text(max_size=10)
 )
 answers = st.one_of(known_answers, known_answers, known_answers, bad_answers)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

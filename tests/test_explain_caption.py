@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from image_strategies import images
 from PIL import Image
 
 import vlcam
+from image_strategies import images
 from vlcam.adapters.show_and_tell import ShowAndTell
 from vlcam.text import Vocabulary
 
@@ -200,7 +200,7 @@ def test_figure_is_written(model, image, tmp_path):
 
 captions = st.one_of(
     st.text(max_size=40),
-    st.lists(st.sampled_from(CAPTION.split() + ["zebra", ",", "!", "ünïcødé", "🙂"]), max_size=80).map(" ".join),
+    st.lists(st.sampled_from([*CAPTION.split(), "zebra", ",", "!", "ünïcødé", "🙂"]), max_size=80).map(" ".join),
 )
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(caption=captions, img=images())

@@ -454,7 +454,7 @@ def test_model_state_restored_after_success_and_after_a_raising_target(call):
     before = snapshot(model)
     fn(*args)
     assert_same(before, snapshot(model))
-    bad_args = (model, x, failing_target) + args[3:]
+    bad_args = (model, x, failing_target, *args[3:])
     with pytest.raises(RuntimeError, match="boom"):
         fn(*bad_args)
     assert_same(before, snapshot(model))

@@ -65,7 +65,7 @@ def test_grayscale_arrays_become_equal_rgb_channels(shape) -> None:
 def test_every_pil_mode_becomes_rgb(mode) -> None:
     base = Image.fromarray(RGB)
     if mode == "I;16":
-        img = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+        img = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
     elif mode == "F":
         img = Image.fromarray(np.asarray(base.convert("L"), dtype=np.float32) / 255.0)
     elif mode == "PA":

@@ -113,7 +113,7 @@ def test_same_seed_gives_identical_files_whatever_the_workers_and_another_seed_d
     synthetic.generate(other, num_images=NUM_IMAGES, image_size=96, seed=4, workers=1)
     names = sorted(p.relative_to(world).as_posix() for p in world.rglob("*") if p.is_file())
     assert len(names) == NUM_IMAGES + 11
-    match, mismatch, errors = filecmp.cmpfiles(world, again, names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(world, again, names, shallow=False)
     assert mismatch == errors == []
     _, differ, _ = filecmp.cmpfiles(world, other, names, shallow=False)
     assert "captions_train.json" in differ and "images/synth_000001.png" in differ
@@ -182,10 +182,11 @@ def test_relation_captions_agree_with_the_geometry(world):
             )
             anns = inst.loadAnns(inst.getAnnIds(imgIds=cap["image_id"]))
 
+            # only() is called within this iteration, so the loop variables it reads are current.
             def only(colour: str, noun: str) -> dict | None:
-                category = name_to_id[to_category[noun]]
-                hits = [a for a in anns if a["color"] == colour and a["category_id"] == category]
-                assert hits, cap["caption"]
+                category = name_to_id[to_category[noun]]  # noqa: B023
+                hits = [a for a in anns if a["color"] == colour and a["category_id"] == category]  # noqa: B023
+                assert hits, cap["caption"]  # noqa: B023
                 return hits[0] if len(hits) == 1 else None
 
             a, b = only(colour_a, noun_a), only(colour_b, noun_b)

@@ -68,7 +68,7 @@ def test_encode_wraps_in_start_end_and_decode_inverts_it() -> None:
     vocab = Vocabulary.from_captions(["a red ball on the left"], min_count=1)
     ids = vocab.encode("A red ball, on the LEFT.")
     assert ids[0] == START and ids[-1] == END
-    assert vocab.decode(ids + [PAD, PAD]) == ["a", "red", "ball", "on", "the", "left"]
+    assert vocab.decode([*ids, PAD, PAD]) == ["a", "red", "ball", "on", "the", "left"]
     assert vocab.encode("a ball", add_special=False) == [vocab.index("a"), vocab.index("ball")]
 
 

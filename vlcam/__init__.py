@@ -20,6 +20,7 @@ _LAZY = {
     "CaptionExplanation": "vlcam.explain.caption",
     "explain_answer": "vlcam.explain.answer",
     "AnswerExplanation": "vlcam.explain.answer",
+    "Explanation": "vlcam.explain._common",
     "AnswerLogit": "vlcam.targets",
     "load": "vlcam.loading",
 }

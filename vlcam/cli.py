@@ -7,24 +7,31 @@ status 1; argparse's usage errors exit with 2. ``--debug`` shows the traceback i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError)
+if TYPE_CHECKING:
+    import torch
+
+USER_ERRORS = (ValueError, TypeError, OSError)
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from vlcam.demo import run_demo
+    from vlcam.devices import resolve_device
 
-    summary = run_demo(
-        Path(args.out), checkpoint=args.checkpoint, num_images=args.num_images, seed=args.seed,
-        device=args.device,
-    )
+    if args.num_images < 1:
+        parser.error(f"--num-images must be at least 1, got {args.num_images}")
+    device = resolve_device(args.device)
+    _writable_folder(Path(args.out))
+    summary = run_demo(Path(args.out), checkpoint=args.checkpoint, num_images=args.num_images, seed=args.seed,
+                       device=str(device))
     return 0 if summary["words"] else 1
 
 
-def _load(spec: str, device: str) -> Any:
+def _load(spec: str, device: torch.device) -> Any:
     from vlcam import loading
 
     if loading.is_factory(spec):
@@ -32,15 +39,40 @@ def _load(spec: str, device: str) -> Any:
     return loading.load(spec, map_location=device)
 
 
+def _writable_folder(folder: Path) -> None:
+    """Raise unless `folder` exists as a writable folder or can be made (nothing is created)."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write under {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write under {folder}: {existing} is not writable")
+
+
+def _check_figure_path(out: str) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in kinds:
+        raise ValueError(f"--out {out!r}: the figure's extension must be one of {', '.join(kinds)}")
+    if Path(out).is_dir():
+        raise IsADirectoryError(f"--out {out!r} is a folder; give a file name such as explained.png")
+    _writable_folder(Path(out).parent)
+
+
 def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.answer and args.question is None:
         parser.error("--answer needs --question")
-    if not Path(args.image).is_file():
-        raise FileNotFoundError(f"image file not found: {args.image}")
+    from vlcam.devices import resolve_device
+    from vlcam.image import to_pil
+
+    device = resolve_device(args.device)
+    to_pil(args.image)  # a missing, unreadable or non-image file is refused before the model loads
+    _check_figure_path(args.out)
     import vlcam
     from vlcam.adapters import AnswerModel, Captioner
 
-    model = _load(args.model, args.device)
+    model = _load(args.model, device)
     if args.question is None:
         if not isinstance(model, Captioner):
             raise TypeError(f"{args.model} is a {type(model).__name__}, not a captioner: pass --question "
@@ -80,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoint", default=None, help="a Show-and-Tell checkpoint folder (default: shipped)")
     demo.add_argument("--num-images", type=int, default=6, help="held-out scenes to explain (default: 6)")
     demo.add_argument("--seed", type=int, default=20261127, help="seed of the held-out scenes")
-    demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    demo.set_defaults(run=lambda args: _demo(args))
+    demo.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto (default: cpu)")
+    demo.set_defaults(run=lambda args: _demo(args, demo))
     explain = sub.add_parser(
         "explain",
         help="explain a caption (or the model's own) or answers for one image; write a figure",
@@ -100,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="gradcam", choices=["gradcam", "guided-gradcam", "counterfactual"])
     explain.add_argument("--layer", default=None, help="dotted layer name (default: the model's)")
     explain.add_argument("--out", default="explained.png", help="figure path (default: ./explained.png)")
-    explain.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    explain.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto (default: cpu)")
     explain.set_defaults(run=lambda args: _explain(args, explain))
     return parser
 
@@ -114,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        print(f"vlcam {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"vlcam {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Union
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray]
+ImageLike = Image.Image | str | os.PathLike[str] | np.ndarray
 
 _ACCEPTED = (
     "a PIL image, a file path, or a numpy array of shape HxW, HxWx1, HxWx3 or HxWx4 "
@@ -54,8 +54,8 @@ def to_pil(img: ImageLike) -> Image.Image:
 def preprocess(
     img: ImageLike | torch.Tensor,
     size: int,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Return (a normalised float32 [1, 3, size, size] tensor, the original (H, W)).
 
@@ -94,7 +94,8 @@ def image_batch(
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}")
         return batch.to(device)
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    # Anything but a list or tuple is one image; preprocess_one names the type it cannot read.
+    items: list[ImageLike] = list(images) if isinstance(images, (list, tuple)) else [cast(ImageLike, images)]
     if not items:
         raise ValueError("no images given: pass a tensor, an image, or a non-empty list of images")
     return torch.cat([preprocess_one(i) for i in items]).to(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -20,7 +21,7 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
         raise TypeError(
             f"layer must be an nn.Module or a dotted name such as 'layer4', got {type(layer).__name__}"
         )
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if layer in modules and layer != "":
         return modules[layer]
     names = [n for n in modules if n]
@@ -36,7 +37,8 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
 
 def layer_name(model: nn.Module, layer: nn.Module) -> str:
     """Return the dotted name of `layer` inside `model` ('' for the model itself)."""
-    for name, module in model.named_modules():
+    named: Iterator[tuple[str, nn.Module]] = model.named_modules()
+    for name, module in named:
         if module is layer:
             return name
     return type(layer).__name__

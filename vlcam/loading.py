@@ -8,6 +8,7 @@ classes by import path, so nothing imports an adapter until a checkpoint of its 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,6 @@ def from_factory(spec: str) -> Any:
         path = Path(where)
         if not path.is_file():
             raise FileNotFoundError(f"model factory file not found: {path}")
-        import importlib.util
-
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)

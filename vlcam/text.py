@@ -25,7 +25,7 @@ def _tokenizer() -> Any:
     import spacy
     from spacy.symbols import ORTH
 
-    tokenizer = spacy.blank("en").tokenizer
+    tokenizer: Any = spacy.blank("en").tokenizer
     # A decoded caption shows unknown words as "<unk>"; encoding it again must give <unk>,
     # not the three tokens "<", "unk", ">".
     tokenizer.add_special_case(SPECIALS[UNK], [{ORTH: SPECIALS[UNK]}])
@@ -44,6 +44,29 @@ def tokenize(text: str) -> list[str]:
     # Calling the tokenizer directly skips spaCy's max_length guard, which exists for the
     # memory of the (here absent) parser, not the tokenizer.
     return [t.lower_ for t in _tokenizer()(text) if not (t.is_space or t.is_punct)]
+
+
+def explainable_ids(vocab: Vocabulary, text: object, what: str, limit: int, *, add_special: bool
+                    ) -> tuple[list[str], list[int]]:
+    """Return (the tokens of `text`, their ids in `vocab`) for a text a model is to be explained on.
+
+    Unknown words become <unk> (with a warning). TypeError for a non-str; ValueError, naming
+    the `what` ("caption", "question"), for a text without words, with more than `limit`, or
+    with no word in the vocabulary (nothing could be explained).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    words = tokenize(text)
+    if not words:
+        raise ValueError(f"the {what} {text!r:.80} has no words to explain")
+    if len(words) > limit:
+        raise ValueError(f"the {what} has {len(words)} words; at most {limit} are explained at once")
+    ids = vocab.encode(text, add_special=add_special, warn=True)
+    if all(i == UNK for i in ids if i not in (START, END)):
+        raise ValueError(
+            f"every word of the {what} {text!r:.80} is unknown to the model's vocabulary; nothing could be explained"
+        )
+    return words, ids
 
 
 class Vocabulary:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+
 from vlcam.adapters.hf._common import HFAdapter
 from vlcam.adapters.hf.captioning import (
     BlipCaptioner,
@@ -71,7 +72,8 @@ def from_pretrained(name_or_path: str, *, device: str | None = None, **kwargs: A
     if device is not None:
         model = model.to(device)
     processor = _processor(transformers, name_or_path, kwargs)
-    tokenizer = getattr(processor, "tokenizer", None) or transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    tokenizer = getattr(processor, "tokenizer", None) or \
+        transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     image_processor = getattr(processor, "image_processor", None) or \
         transformers.AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
     return wrap(model, tokenizer=tokenizer, image_processor=image_processor)

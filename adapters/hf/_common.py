@@ -8,12 +8,12 @@ processor's parts as plain attributes. It adds no weights of its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-from vlcam.adapters.protocol import BatchTargets, ImageModelBase, Triple
 
+from vlcam.adapters.protocol import BatchTargets, ImageModelBase, Triple
 from vlcam.image import image_batch, to_pil
 
 
@@ -26,6 +26,9 @@ class HFAdapter(ImageModelBase):
     `patch_size` (None for a CNN image encoder, whose layers are already spatial).
     """
 
+    # Any transformers model: its attributes (config, vision_model, generate, ...) are the
+    # model's own, which nn.Module's __getattr__ would type as Tensor | Module.
+    model: Any
     default_layer: str
     patch_size: int | tuple[int, int] | None = None
     # The layers above the explained one (the rest of the image encoder, a text decoder that
@@ -73,7 +76,8 @@ class HFAdapter(ImageModelBase):
     @property
     def device(self) -> torch.device:
         """Return the device of the model's parameters, where inputs are put."""
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @property
     def pad_id(self) -> int:
@@ -87,7 +91,17 @@ class HFAdapter(ImageModelBase):
         return value
 
 
-def blip_setup(adapter: HFAdapter) -> None:
+class _BlipAdapter(Protocol):
+    """What :func:`blip_setup` sets: a BLIP captioner or VQA adapter."""
+
+    model: Any
+    start_id: int
+    end_id: int
+    default_layer: str
+    patch_size: int | tuple[int, int] | None
+
+
+def blip_setup(adapter: _BlipAdapter) -> None:
     """Set a BLIP adapter's decoder <start>/<end> ids ([DEC], [SEP]), as BLIP trains and
     generates text, and its default layer, the vision encoder's last block."""
     model = adapter.model
@@ -147,7 +161,7 @@ def _triple(value: Any, name: str) -> Triple:
 
 
 def _image_size(image_processor: Any) -> int:
-    size = getattr(image_processor, "size", None)
+    size: Any = getattr(image_processor, "size", None)
     if isinstance(size, int):
         return size
     if isinstance(size, dict) or hasattr(size, "get"):

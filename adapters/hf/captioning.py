@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.hf._common import HFAdapter, blip_setup, check_text
 
@@ -132,17 +133,20 @@ class BlipCaptioner(HFCaptioner):
         blip_setup(self)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.vision_model(pixel_values=images).last_hidden_state
+        features: torch.Tensor = self.model.vision_model(pixel_values=images).last_hidden_state
+        return features
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.text_decoder(
+        logits: torch.Tensor = self.model.text_decoder(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             encoder_hidden_states=features,
         ).logits
+        return logits
 
     def generate_ids(self, images: torch.Tensor, beam_size: int, max_len: int) -> torch.Tensor:
-        return self.model.generate(pixel_values=images, num_beams=beam_size, max_new_tokens=max_len)
+        out: torch.Tensor = self.model.generate(pixel_values=images, num_beams=beam_size, max_new_tokens=max_len)
+        return out
 
 
 class VisionEncoderDecoderCaptioner(HFCaptioner):
@@ -154,7 +158,7 @@ class VisionEncoderDecoderCaptioner(HFCaptioner):
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
-        config = model.config
+        config = self.model.config
         start = config.decoder_start_token_id
         if start is None:
             start = getattr(config.decoder, "bos_token_id", None)
@@ -167,20 +171,23 @@ class VisionEncoderDecoderCaptioner(HFCaptioner):
                 "set model.config.decoder_start_token_id and model.config.eos_token_id"
             )
         self.start_id, self.end_id = int(start), int(end)
-        self.default_layer = "model.encoder." + _last_block(model.encoder)
+        self.default_layer = "model.encoder." + _last_block(self.model.encoder)
         # A CNN encoder has no patches: its layers are spatial already.
-        self.patch_size = getattr(model.encoder.config, "patch_size", None)
+        self.patch_size = getattr(self.model.encoder.config, "patch_size", None)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encoder(pixel_values=images).last_hidden_state
+        features: torch.Tensor = self.model.encoder(pixel_values=images).last_hidden_state
+        return features
 
     def token_logits(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         # The model's own forward projects the encoder states to the decoder's width.
-        return self.model(encoder_outputs=(features,), decoder_input_ids=ids).logits
+        logits: torch.Tensor = self.model(encoder_outputs=(features,), decoder_input_ids=ids).logits
+        return logits
 
     def generate_ids(self, images: torch.Tensor, beam_size: int, max_len: int) -> torch.Tensor:
-        return self.model.generate(pixel_values=images, num_beams=beam_size, max_new_tokens=max_len,
-                                   decoder_start_token_id=self.start_id, eos_token_id=self.end_id)
+        out: torch.Tensor = self.model.generate(pixel_values=images, num_beams=beam_size, max_new_tokens=max_len,
+                                                decoder_start_token_id=self.start_id, eos_token_id=self.end_id)
+        return out
 
 
 def _last_block(encoder: nn.Module) -> str:

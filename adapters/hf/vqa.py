@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vlcam.adapters._broadcast import tiled
 from vlcam.adapters.hf._common import (
     HFAdapter,
@@ -81,11 +82,11 @@ class ViltVQA(_Questions):
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
-        id2label = model.config.id2label
+        id2label = self.model.config.id2label
         self.answers = [str(id2label[i]) for i in range(len(id2label))]
-        layers = len(model.vilt.encoder.layer)
+        layers = len(self.model.vilt.encoder.layer)
         self.default_layer = f"model.vilt.encoder.layer.{max(layers - 2, 0)}"
-        self.patch_size = model.config.patch_size
+        self.patch_size = self.model.config.patch_size
 
     def answer_inputs(self, answers: Sequence[str]) -> tuple[tuple[torch.Tensor, ...], list[int]]:
         """Return ((), each answer's index in `answers`); ValueError naming an unknown answer."""
@@ -157,6 +158,9 @@ class BlipVQA(_Questions):
 
     open_vocabulary = True
     answers: Sequence[str] = ()
+    # The decoder's [DEC] and [SEP] ids, set by blip_setup; every answer is scored between them.
+    start_id: int
+    end_id: int
 
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)

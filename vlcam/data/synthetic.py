@@ -25,9 +25,10 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
@@ -160,23 +161,28 @@ class Scene:
     objects: tuple[SceneObject, ...]
 
 
-def _inside_convex(u: np.ndarray, v: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+_Floats = npt.NDArray[np.float64]
+_Mask = npt.NDArray[np.bool_]
+
+
+def _inside_convex(u: _Floats, v: _Floats, vertices: _Floats) -> _Mask:
     """Return a bool mask of the points (u, v) inside the convex polygon `vertices` [N, 2]."""
     a = vertices
     b = np.roll(vertices, -1, axis=0)
     cross = (b[:, 0, None, None] - a[:, 0, None, None]) * (v[None] - a[:, 1, None, None]) - (
         b[:, 1, None, None] - a[:, 1, None, None]
     ) * (u[None] - a[:, 0, None, None])
-    # Either winding order counts, so the vertex lists need not agree on one.
-    return (cross >= 0).all(axis=0) | (cross <= 0).all(axis=0)
+    # Either winding order counts, so the vertex lists need not agree on one. (The cast: numpy's
+    # stubs cannot tell that all(axis=0) of a 3-d array is an array rather than a scalar.)
+    return cast(_Mask, (cross >= 0).all(axis=0) | (cross <= 0).all(axis=0))
 
 
-def _polar_vertices(radius: float, angles_deg: np.ndarray) -> np.ndarray:
+def _polar_vertices(radius: float, angles_deg: npt.ArrayLike) -> _Floats:
     angles = np.deg2rad(angles_deg)
     return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
 
 
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+def _shape_mask(shape: str, u: _Floats, v: _Floats, r: float) -> _Mask:
     """Return a bool mask of `shape` with radius `r` at offsets (u right, v down) from its centre."""
     rho2 = u * u + v * v
     if shape == "circle":
@@ -214,13 +220,13 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarra
     raise ValueError(f"unknown shape {shape!r}; expected one of {[c.shape for c in CATEGORIES]}")
 
 
-def _muted_color(rng: np.random.Generator) -> np.ndarray:
+def _muted_color(rng: np.random.Generator) -> _Floats:
     """Return a low-saturation colour, so the background never looks like a palette object."""
     grey = rng.uniform(55, 175)
     return np.clip(grey + rng.uniform(-22, 22, size=3), 0, 255)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int) -> _Floats:
     """Return a float [S, S, 3] texture: a gradient, stripes or blotchy noise, plus pixel noise."""
     kind = rng.integers(3)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) / size
@@ -236,7 +242,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         cells = int(rng.integers(3, 9))
         coarse = rng.uniform(0, 255, size=(cells, cells)).astype(np.uint8)
         t = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
-    base = c0 + (c1 - c0) * t[..., None]
+    base: _Floats = c0 + (c1 - c0) * t[..., None]
     return base + rng.normal(0.0, 7.0, size=(size, size, 3))
 
 
@@ -252,7 +258,8 @@ def _draw_distractors(rng: np.random.Generator, image: Image.Image) -> None:
         if rng.random() < 0.2:
             return palette[int(rng.integers(len(palette)))]
         shifted = np.clip(_muted_color(rng) + rng.choice([-45.0, 45.0]), 0, 255)
-        return tuple(int(c) for c in shifted)
+        red, green, blue = (int(c) for c in shifted)
+        return red, green, blue
 
     for _ in range(int(rng.integers(2, 7))):
         x0, y0, x1, y1 = (float(p) for p in rng.uniform(0, size, size=4))
@@ -297,7 +304,7 @@ def _try_place(
     merge into one blob), and leaving every earlier object >= MIN_VISIBLE_FRACTION visible.
     """
     size = owner.shape[0]
-    half = int(math.ceil(radius)) + 2
+    half = math.ceil(radius) + 2
     # Indexed by owner id; the trailing False is what background pixels (owner -1) read.
     same_color = np.array([p.color == color for p in placed] + [False], dtype=bool)
     visible_now = np.bincount(owner[owner >= 0], minlength=len(placed))
@@ -430,14 +437,14 @@ class _Describer:
         if colour:
             words.append(obj.color)
         words.append(self.noun(obj.category)[0])
-        return " ".join([_article(words[0])] + words)
+        return " ".join([_article(words[0]), *words])
 
     def group(self, objs: list[SceneObject], colour: bool = True) -> str:
         """A phrase for objects of one category (and one colour if `colour`): "two red balls"."""
         if len(objs) == 1:
             return self.one(objs[0], colour)
         words = [_NUMBER_WORDS[len(objs)]] + ([objs[0].color] if colour else [])
-        return " ".join(words + [self.noun(objs[0].category)[1]])
+        return " ".join([*words, self.noun(objs[0].category)[1]])
 
     def listing(self, objects: tuple[SceneObject, ...], colour: bool = True) -> str:
         """Every object once, grouped: "two red balls, a blue box and a star"."""

@@ -189,7 +189,7 @@ def prior_accuracy(train: Sequence[VQAItem], held_out: Sequence[VQAItem]) -> dic
     if not train or not held_out:
         raise ValueError(f"need training and held-out questions, got {len(train)} and {len(held_out)}")
     overall = answer_vocabulary(train, 1)[0]
-    by_type: dict[str, Counter] = {}
+    by_type: dict[str, Counter[str]] = {}
     for item in train:
         by_type.setdefault(item.question_type, Counter())[item.multiple_choice_answer] += 1
     typed = {t: min(c, key=lambda a: (-c[a], a)) for t, c in by_type.items()}

@@ -57,7 +57,7 @@ class WordMap:
 
     def __init__(
         self,
-        categories: Sequence[dict],
+        categories: Sequence[Mapping[str, Any]],
         *,
         ambiguous_left_out: Mapping[str, str] | None = None,
         lemmatize: bool = True,
@@ -134,8 +134,9 @@ class WordMap:
             for n in range(min(self._longest, len(lowered) - i), 0, -1):
                 phrase = tuple(lowered[i:i + n])
                 entry = self._phrases.get(phrase)
-                if entry is None and lemma_of and lemma_of[i + n - 1] not in (None, phrase[-1]):
-                    entry = self._phrases.get((*phrase[:-1], lemma_of[i + n - 1]))
+                lemma = lemma_of[i + n - 1] if entry is None and lemma_of else None
+                if lemma is not None and lemma != phrase[-1]:
+                    entry = self._phrases.get((*phrase[:-1], lemma))
                 if entry is not None:
                     if entry != _LEFT_OUT:
                         found.append(WordMatch(i, i + n, *entry))
@@ -169,7 +170,8 @@ def noun_lemma(word: str) -> str:
     lemmatizer = _noun_lemmatizer()
     token = Doc(lemmatizer.vocab, words=[word])[0]
     token.pos_ = "NOUN"
-    return lemmatizer.rule_lemmatize(token)[0]
+    lemma: str = lemmatizer.rule_lemmatize(token)[0]
+    return lemma
 
 
 @lru_cache(maxsize=1)

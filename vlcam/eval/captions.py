@@ -11,7 +11,7 @@ from typing import Any
 from vlcam.adapters.protocol import Captioner
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
@@ -36,7 +36,7 @@ def corpus_bleu(
         ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
         for n in range(1, max_n + 1):
             counts = _ngrams(hyp, n)
-            best: Counter = Counter()
+            best: Counter[tuple[str, ...]] = Counter()
             for ref in refs:
                 best |= _ngrams(ref, n)
             matched[n - 1] += sum(min(c, best[g]) for g, c in counts.items())

@@ -8,6 +8,7 @@ sharded by rank under torchrun, each with a `summary.json` and a few example ove
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
 from vlcam.eval.runner import Run, mean_and_error, resumable_run, skip_counts
+from vlcam.explain._common import Explanation
 
 EXAMPLES = 4
 
@@ -165,9 +167,8 @@ def run_caption_occlusion(
             explanation = explain_caption(model, model.preprocess(pixels), ann["caption"], words=heads)
             # Column 0 is the whole caption; the words follow in the order of `heads`.
             for k, (t, cam) in enumerate(zip(heads, explanation.word_maps), start=1):
-                occlusion = occlusion_map(lambda images, k=k: explanation.scores(images)[:, k],
-                                          explanation.images, patch=patch, stride=stride, fill=fill,
-                                          batch_size=batch_size)
+                occlusion = occlusion_map(partial(_column, explanation, k), explanation.images, patch=patch,
+                                          stride=stride, fill=fill, batch_size=batch_size)
                 guided = explanation.guided_backprop(k).abs().amax(dim=0)
                 record["words"].append({
                     "word_index": t,
@@ -175,7 +176,8 @@ def run_caption_occlusion(
                     "guided_backprop": rank_correlation(guided, occlusion),
                 })
                 _example(run, f"occlusion_{ann['id']}_{t}", explanation.image,
-                         [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"], f"{ann['caption']} [{tokens_text[t]}]")
+                         [cam, occlusion.clamp(min=0), guided], ["Grad-CAM", "occlusion", "guided backprop"],
+                         f"{ann['caption']} [{tokens_text[t]}]")
                 run.computed += 1
         return [record]
 
@@ -192,6 +194,11 @@ def run_caption_occlusion(
         path_of=lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
         process=process, order=lambda r: r["key"], summarize=summarize, desc="caption occlusion",
         num_workers=num_workers)
+
+
+def _column(explanation: Explanation, k: int, images: torch.Tensor) -> torch.Tensor:
+    """Return explained target `k`'s score [B] on `images` (what occlusion varies)."""
+    return explanation.scores(images)[:, k]
 
 
 def _on_grid(heat: torch.Tensor, grid: int) -> torch.Tensor:
@@ -241,8 +248,8 @@ def run_human_attention(
             gradcam=rank_correlation(_on_grid(explanation.maps[0].cpu(), grid), human_grid),
             random=rank_correlation(chance, human_grid),
         )
-        _example(run, f"attention_{q['question_id']}", pixels,
-                 [explanation.maps[0], resize_maps(human[None], tuple(explanation.maps[0].shape))[0]],
+        size = (int(explanation.maps.shape[-2]), int(explanation.maps.shape[-1]))
+        _example(run, f"attention_{q['question_id']}", pixels, [explanation.maps[0], resize_maps(human[None], size)[0]],
                  [f"Grad-CAM '{explanation.answers[0]}'", "human attention"], q["question"])
         run.computed += 1
         return [record]
@@ -277,8 +284,8 @@ def run_answer_occlusion(
     def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
         record = _question_record(q)
         explanation = explain_answer(model, model.preprocess(pixels), q["question"])
-        occlusion = occlusion_map(lambda images: explanation.scores(images)[:, 0], explanation.images,
-                                  patch=patch, stride=stride, fill=fill, batch_size=batch_size)
+        occlusion = occlusion_map(partial(_column, explanation, 0), explanation.images, patch=patch,
+                                  stride=stride, fill=fill, batch_size=batch_size)
         cam = explanation.maps[0]
         guided = explanation.guided_backprop(0).abs().amax(dim=0)
         record.update(answer=explanation.answers[0],

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from vlcam.adapters.protocol import Captioner
 
+from vlcam.adapters.protocol import Captioner
 from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou

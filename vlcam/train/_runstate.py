@@ -50,8 +50,9 @@ def resume(out: Path, settings: dict[str, Any], model: nn.Module,
     # Read on the CPU: load_state_dict copies onto the model's device, and the optimizer
     # moves its state next to its parameters.
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = json.loads(f.metadata()["train_state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        state: dict[str, Any] = json.loads(f.metadata()["train_state"])
+        # safe_open has keys() but cannot be iterated itself.
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
     if changed:
         diff = "; ".join(f"{k}: saved {old!r}, now {new!r}" for k, (old, new) in changed.items())

@@ -25,14 +25,16 @@ from tqdm.auto import tqdm
 
 from vlcam.adapters.show_and_tell import ShowAndTell
 from vlcam.data.coco import read_coco_json
-from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
+from vlcam.train._runstate import resume, save_training, seed_epoch
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
 # Share of images held out for validation when there is no validation file.
 _HOLDOUT_FRACTION = 0.05
+# A loader over CaptionDataset; its collate_fn turns the items into (images, tokens) batches.
+_Batches = DataLoader[tuple[torch.Tensor, list[int]]]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class _Pair:
     caption: str
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(Dataset[tuple[torch.Tensor, list[int]]]):
     """(image, caption) pairs: item i is (a normalised [3, S, S] image, its token ids)."""
 
     def __init__(
@@ -49,8 +51,8 @@ class CaptionDataset(Dataset):
         pairs: Sequence[_Pair],
         vocab: Vocabulary,
         image_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
     ) -> None:
         self.pairs = list(pairs)
         # Rare words were cut from the vocabulary on purpose: no warning for them.
@@ -139,7 +141,7 @@ def train_captioner(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     state = resume(out, settings, model, optimizer)
 
-    def loader(pairs: list[_Pair], shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def loader(pairs: list[_Pair], shuffle: bool, generator: torch.Generator | None = None) -> _Batches:
         dataset = CaptionDataset(pairs, vocab, image_size, model.mean, model.std)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           num_workers=num_workers, collate_fn=collate,
@@ -209,7 +211,7 @@ def _train_epoch(model: ShowAndTell, optimizer: torch.optim.Optimizer, batches: 
     return total / max(count, 1)
 
 
-def _evaluate(model: ShowAndTell, batches: DataLoader, device: str) -> float:
+def _evaluate(model: ShowAndTell, batches: _Batches, device: str) -> float:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

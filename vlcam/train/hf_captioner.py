@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vlcam.train.captioner import _hold_out, _read_pairs, _validation_source
 from vlcam.train._runstate import seed_epoch
+from vlcam.train.captioner import _hold_out, _read_pairs, _validation_source
 
 BOS = "<|endoftext|>"  # GPT-2's one special token: start, end and padding
 IGNORE = -100  # labels the loss skips
@@ -45,8 +45,14 @@ def build_vit_gpt2(
     that cross-attends to every patch token.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (GPT2Config, PreTrainedTokenizerFast, ViTConfig, ViTImageProcessor,
-                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
@@ -165,4 +171,5 @@ def _loss(model: Any, tokenizer: Any, pixels: dict[Path, torch.Tensor], pairs: l
     for i, r in enumerate(rows):
         labels[i, : len(r)] = torch.tensor(r)
     images = torch.stack([pixels[image] for image, _ in pairs])
-    return model(pixel_values=images.to(device), labels=labels.to(device)).loss
+    loss: torch.Tensor = model(pixel_values=images.to(device), labels=labels.to(device)).loss
+    return loss

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
-from vlcam.train._runstate import resume, save_training, seed_epoch
 from vlcam.data.vqa import (
     COCO_IMAGE_PATTERN,
     VQAItem,
@@ -46,13 +45,17 @@ from vlcam.data.vqa import (
 )
 from vlcam.image import preprocess
 from vlcam.text import Vocabulary, pad_sequences
+from vlcam.train._runstate import resume, save_training, seed_epoch
 
-MODELS: dict[str, type[VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
+# The constructors differ past (vocab, answers, backbone); train_vqa passes the rest by keyword.
+MODELS: dict[str, Callable[..., VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
 DEFAULT_BACKBONES = {"lstm-cnn": "compact", "hiecoatt": "small_resnet"}
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
 # Share of images held out for validation when there is no validation file.
 _HOLDOUT_FRACTION = 0.1
+# A loader over VQADataset; its collate_fn (_Batcher) turns the items into batches.
+_Batches = DataLoader[tuple[torch.Tensor, tuple[int, ...]]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class _ImageQuestions:
     items: tuple[int, ...]  # indices into the split's item list
 
 
-class VQADataset(Dataset):
+class VQADataset(Dataset[tuple[torch.Tensor, tuple[int, ...]]]):
     """Item i is image i with all its questions: (normalised [3, S, S] image, item indices)."""
 
     def __init__(
@@ -127,9 +130,10 @@ def train_vqa(
     `model_options` are further constructor arguments (``hidden_dim``, ``dropout``, ...).
     `images` is the folder of the image files, named by `image_pattern` (see
     :func:`vlcam.data.vqa.format_image_name`); there is no augmentation, in particular no
-    flip, since questions ask what is left of what. The answers are the `top_k` most common training answers; the question vocabulary the
-    training words seen at least `min_count` times. `batch_size` counts images (each with
-    all its questions). `limit` keeps the first `limit` images of each split.
+    flip, since questions ask what is left of what. The answers are the `top_k` most common
+    training answers; the question vocabulary the training words seen at least `min_count`
+    times. `batch_size` counts images (each with all its questions). `limit` keeps the first
+    `limit` images of each split.
 
     Validation uses `val_questions` and `val_annotations`; when both are None and the
     training files are the built-in world's ``vqa_*_train.json``, their ``_val`` siblings
@@ -176,7 +180,7 @@ def train_vqa(
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     state = resume(out, settings, net, optimizer)
 
-    def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> _Batches:
         tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
         return DataLoader(VQADataset(items, image_size, net.mean, net.std), batch_size=batch_size,
                           shuffle=shuffle, generator=generator, num_workers=num_workers,
@@ -278,7 +282,7 @@ def evaluate_vqa(
     }
 
 
-def _predictions(model: VQAModel, batches: DataLoader, count: int, device: torch.device) -> list[int]:
+def _predictions(model: VQAModel, batches: _Batches, count: int, device: torch.device) -> list[int]:
     """Return the top answer index of each of the `count` items, in item order."""
     predicted = [-1] * count
     with preserved(model, eval_mode=True), torch.no_grad():
@@ -290,7 +294,7 @@ def _predictions(model: VQAModel, batches: DataLoader, count: int, device: torch
     return predicted
 
 
-def _accuracy(model: VQAModel, batches: DataLoader, items: Sequence[VQAItem], device: str) -> float:
+def _accuracy(model: VQAModel, batches: _Batches, items: Sequence[VQAItem], device: str) -> float:
     predicted = _predictions(model, batches, len(items), torch.device(device))
     return float(np.mean([vqa_accuracy(model.answers[k], item.answers) for k, item in zip(predicted, items)]))
 
@@ -326,8 +330,9 @@ def _validation_files(questions: Path, annotations: Path, val_questions: str | P
             "pass both val_questions and val_annotations or neither, got "
             f"{val_questions!r} and {val_annotations!r}"
         )
-    if val_questions is not None:
-        return Path(val_questions), Path(val_annotations)  # type: ignore[arg-type]
+    # After the check above, either both are given or neither.
+    if val_questions is not None and val_annotations is not None:
+        return Path(val_questions), Path(val_annotations)
     siblings = (questions.with_name("vqa_questions_val.json"), annotations.with_name("vqa_annotations_val.json"))
     if (questions.name, annotations.name) == ("vqa_questions_train.json", "vqa_annotations_train.json") \
             and all(p.is_file() for p in siblings):
