@@ -174,7 +174,7 @@ class ImageModelBase(nn.Module):
         if activations.dim() != 4:
             raise ValueError(
                 f"the layer outputs shape {tuple(activations.shape)}, not a spatial map (B, C, h, w): "
-                "Grad-CAM needs a convolutional layer of the image encoder"
+                "Grad-CAM needs a spatial layer of the image encoder (a conv layer or block)"
             )
         return activations
 

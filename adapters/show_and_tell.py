@@ -20,6 +20,7 @@ from torch import nn
 
 from vlcam._state import preserved
 from vlcam.adapters._broadcast import tiled
+from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.protocol import CaptionerBase
 from vlcam.checkpoint import (
@@ -147,9 +148,7 @@ class ShowAndTell(CaptionerBase):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Return the encoder's last conv map [B, C, h, w] of a normalised image batch."""
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
+        _check_images(images)
         conv_map: torch.Tensor = self.encoder(images)
         return conv_map
 
@@ -162,24 +161,41 @@ class ShowAndTell(CaptionerBase):
         """Return next-word logits [B, L-1, V]: ``logits[:, t]`` scores ``tokens[:, t+1]``.
 
         `tokens` is [B, L] = <start> w1 .. wn <end> <pad>...; the teacher-forced inputs
-        are ``tokens[:, :-1]``. Broadcasting: when ``conv_map.shape[0]`` is r > 1 times
-        ``tokens.shape[0]``, the tokens are tiled r times (``tokens.repeat(r, 1)``), so
-        copy j of the features (rows ``j*B .. j*B+B-1``) pairs with the same captions;
-        the Grad-CAM engine relies on this to explain several targets in one backward.
+        are ``tokens[:, :-1]``; an id outside the vocabulary is a ValueError. Broadcasting:
+        when ``conv_map.shape[0]`` is r > 1 times ``tokens.shape[0]``, the tokens are tiled
+        r times (``tokens.repeat(r, 1)``), so copy j of the features (rows
+        ``j*B .. j*B+B-1``) pairs with the same captions; the Grad-CAM engine relies on this
+        to explain several targets in one backward.
         """
-        tokens = _tiled(tokens, conv_map.shape[0])
+        self._check_tokens(tokens, conv_map.shape[0])
         if conv_map.dim() != 4:
             raise ValueError(f"decode expects a conv map [B, C, h, w], got {tuple(conv_map.shape)}")
+        return self._logits(conv_map, tokens)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment).
+
+        The captions are checked before the encoder runs, so a bad one leaves the batch-norm
+        statistics of a model in train mode alone.
+        """
+        _check_images(images)
+        self._check_tokens(tokens, images.shape[0])
+        return self._logits(self.encode(images), tokens)
+
+    def _check_tokens(self, tokens: torch.Tensor, batch: int) -> None:
+        """Raise for captions that are not [B, L] ids of the vocabulary pairing with `batch` images."""
+        _tiled(tokens, batch)
+        check_word_ids(tokens, len(self.vocab), "caption")
+
+    def _logits(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        # The conv map may hold K stacked copies of the images (batched targets): tile to it.
+        tokens = _tiled(tokens, conv_map.shape[0])
         image = self.image_vector(conv_map).unsqueeze(1)
         words = self.word_embed(tokens[:, :-1])
         hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
         # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
         logits: torch.Tensor = self.classifier(self.dropout(hidden[:, 1:]))
         return logits
-
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Return next-word logits [B', L-1, V] (see :meth:`decode` for B' and alignment)."""
-        return self.decode(self.encode(images), tokens)
 
     def word_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return log p(tokens[:, t+1] | image, tokens[:, :t+1]) as [B', L-1], 0 at <pad>.
@@ -360,6 +376,12 @@ def token_logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> to
         )
     picked = F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(targets == PAD, 0.0)
+
+
+def _check_images(images: object) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"encode expects a normalised image batch [B, 3, H, W], got {shape}")
 
 
 def _tiled(tokens: torch.Tensor, batch: int) -> torch.Tensor:

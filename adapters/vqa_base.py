@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vlcam.adapters._broadcast import tiled
+from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone
 from vlcam.adapters.protocol import AnswerModelBase
 from vlcam.checkpoint import (
@@ -98,10 +99,16 @@ class VQAModel(AnswerModelBase):
 
     def forward(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return answer logits [B', num_answers] (pre-softmax) for normalised images and
-        question ids [B, L] from :meth:`encode_questions` (see the class doc for B')."""
+        question ids [B, L] from :meth:`encode_questions` (see the class doc for B'); an id
+        outside the vocabulary is a ValueError."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a normalised batch [B, 3, H, W], got {shape}")
+        # The questions are checked before the CNN runs, so bad ones leave the batch-norm
+        # statistics of a model in train mode alone.
+        question_lengths(questions)
+        check_word_ids(questions, len(self.vocab), "question")
+        tile(questions, images.shape[0])
         return self.answer_logits(self.encode_images(images), questions)
 
     # --- Inputs and outputs -----------------------------------------------------------------
@@ -190,10 +197,13 @@ def tile(features: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def question_lengths(questions: torch.Tensor) -> torch.Tensor:
-    if not isinstance(questions, torch.Tensor) or questions.dim() != 2 or questions.dtype != torch.long:
-        shape = (f"{tuple(questions.shape)} {questions.dtype}" if isinstance(questions, torch.Tensor)
-                 else type(questions).__name__)
-        raise ValueError(f"questions must be word ids, a LongTensor [B, L] from encode_questions, got {shape}")
+    if not isinstance(questions, torch.Tensor) or questions.dtype != torch.long:
+        what = f"dtype {questions.dtype}" if isinstance(questions, torch.Tensor) else type(questions).__name__
+        raise TypeError(f"questions must be word ids, a LongTensor [B, L] from encode_questions, got {what}")
+    if questions.dim() != 2:
+        raise ValueError(
+            f"questions must be word ids, a LongTensor [B, L] from encode_questions, got shape {tuple(questions.shape)}"
+        )
     lengths = (questions != PAD).sum(dim=1)
     if questions.shape[0] == 0 or bool((lengths == 0).any()):
         raise ValueError("every question needs at least one word id that is not <pad>")

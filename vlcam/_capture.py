@@ -79,11 +79,22 @@ def layer_output_tensor(out: Any, name: str) -> tuple[torch.Tensor, Callable[[to
             return tensor
 
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise TypeError(
-            f"layer {name!r} returned {type(out).__name__}; Grad-CAM needs a layer whose "
-            "output is one floating-point tensor (or a tuple whose first item is one)"
+        # A wrong choice of layer (an LSTM over packed words, an argmax), so a ValueError like
+        # the one for a non-spatial tensor.
+        raise ValueError(
+            f"layer {name!r} returns {_described(out)}; Grad-CAM needs a spatial layer of the image "
+            "encoder, whose output is one floating-point tensor (B, C, u, v) (or a tuple whose "
+            "first item is one)"
         )
     return out, rebuild
+
+
+def _described(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a {out.dtype} tensor of shape {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of ({', '.join(type(o).__name__ for o in out)})"
+    return type(out).__name__
 
 
 def needs_native_rnn(model: nn.Module, args: tuple[Any, ...]) -> bool:

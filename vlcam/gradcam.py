@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlcam._capture import LayerCapture, needs_native_rnn
+from vlcam._checks import non_finite
 from vlcam._state import cudnn_disabled, preserved
 from vlcam.targets import Target
 
@@ -87,6 +88,11 @@ def grad_cam(
     vectorised backward (``autograd.grad(..., is_grads_batched=True)``): the better choice
     when the part above the layer is heavy (a transformer decoder cross-attending to the
     image), since nothing is recomputed K times; it needs no broadcasting from the model.
+
+    The forward runs in eval mode (dropout off, batch-norm statistics frozen); the model
+    comes back exactly as given, buffers included, and the caller's random generators are
+    left where they were. ValueError for an input tensor holding NaN/inf and for a layer
+    whose output is not spatial (without `reshape`, not (B, C, u, v)).
     """
     target_list, single = _as_target_list(targets)
     result = layer_gradients(model, inputs, target_list, layer, reshape=reshape,
@@ -126,23 +132,28 @@ def layer_gradients(
     """Return the layer's activations and each target's gradient from one forward.
 
     The building block under :func:`grad_cam`, for callers that need more than the map
-    (the scores, the model output). The model comes back exactly as it was given.
+    (the scores, the model output). The forward runs in eval mode; the model (buffers
+    included) and the random generators come back exactly as they were given.
     """
     args = _as_args(inputs)
     if not targets:
         raise ValueError("targets is empty: pass one target or a non-empty sequence of targets")
     capture = LayerCapture(model, layer)
     name = capture.name
-    _check_batch(args)
+    _check_inputs(args)
     if batch_targets not in (True, False, "vmap"):
         raise ValueError(f"batch_targets must be False, True or 'vmap', got {batch_targets!r}")
     replicas = len(targets) if batch_targets is True else 1
     rnn_above = needs_native_rnn(model, args)
     leaves: list[torch.Tensor] = []
+    spatial: list[torch.Tensor] = []
 
     def swap_for_leaf(out: torch.Tensor) -> torch.Tensor:
         if out.shape[0] == 0:
             raise ValueError("empty batch: the inputs hold 0 items")
+        # Checked here, before the activations are replicated for batched targets and the
+        # forward goes on: a text layer would otherwise fail far above with a size error.
+        spatial.append(_spatial_activations(out.detach(), name, reshape))
         # Everything above the layer builds a graph; everything below did not.
         torch.set_grad_enabled(True)
         if rnn_above:
@@ -154,14 +165,13 @@ def layer_gradients(
         # cannot modify the leaf or the activations.
         return leaf.clone()
 
-    with preserved(model), cudnn_disabled(False), torch.inference_mode(False):
+    with preserved(model, eval_mode=True, rng=True), cudnn_disabled(False), torch.inference_mode(False):
         args = tuple(a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
                      for a in args)
         torch.set_grad_enabled(False)
         output, out = capture.forward(lambda: model(*args), swap_for_leaf)
         (leaf,) = leaves
-        activations = out.detach()
-        batch = activations.shape[0]
+        batch = out.shape[0]
         outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
         scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
         grads = _gradients(scores, leaf, replicas, batch, vectorised=batch_targets == "vmap")
@@ -173,16 +183,9 @@ def layer_gradients(
             "is infinite or NaN, or overflowed (under autocast, try float32)"
         )
     if reshape is not None:
-        activations = _reshaped(reshape, activations, name)
         grads = torch.stack([_reshaped(reshape, g, name) for g in grads])
-    elif activations.dim() != 4:
-        raise ValueError(
-            f"layer {name!r} outputs shape {tuple(activations.shape)}; Grad-CAM needs "
-            "(B, C, u, v). For a token sequence (B, N, C), pass reshape= to lay it out as "
-            "(B, C, h, w)"
-        )
     return LayerGradients(
-        activations=activations,
+        activations=spatial[0],
         gradients=grads,
         scores=torch.stack([s.detach() for s in scores]),
         output=outputs[0],
@@ -221,12 +224,35 @@ def _as_target_list(targets: Targets) -> tuple[list[Target], bool]:
     )
 
 
-def _check_batch(args: tuple[Any, ...]) -> None:
+def _check_inputs(args: tuple[Any, ...]) -> None:
+    """Raise for inputs the engine cannot explain: no tensor, an empty batch, or a
+    floating-point tensor holding NaN/inf (ValueError naming its position among `args`)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if not tensors:
         raise TypeError("inputs hold no tensor: pass the image batch as a tensor")
     if tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
         raise ValueError(f"empty batch: the first input has shape {tuple(tensors[0].shape)}")
+    for i, a in enumerate(args):
+        held = non_finite(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else None
+        if held is not None:
+            raise ValueError(
+                f"input {i} of shape {tuple(a.shape)} and dtype {a.dtype} holds {held}; the model inputs "
+                "must be finite"
+            )
+
+
+def _spatial_activations(activations: torch.Tensor, name: str, reshape: Reshape | None) -> torch.Tensor:
+    """Return the layer's activations as (B, C, u, v), through `reshape` when given; ValueError
+    naming the layer and its output shape when they are not a spatial map."""
+    if reshape is not None:
+        return _reshaped(reshape, activations, name)
+    if activations.dim() != 4:
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(activations.shape)}, not a spatial map (B, C, u, v): "
+            "Grad-CAM needs a spatial layer of the image encoder (a conv layer or block). For a "
+            "token sequence (B, N, C), pass reshape= to lay it out as (B, C, h, w)"
+        )
+    return activations
 
 
 def _slice_batch(output: Any, start: int, stop: int) -> Any:
@@ -295,7 +321,13 @@ def _gradients(
 
 
 def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor:
-    out = reshape(tensor)
+    try:
+        out = reshape(tensor)
+    except ValueError as e:
+        # An adapter's reshape refuses a non-spatial output; the user chose the layer by name.
+        shape = str(tuple(tensor.shape))
+        raise ValueError(f"layer {name!r}" + ("" if shape in str(e) else f" outputs shape {shape}")
+                         + f": {e}") from e
     if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != tensor.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(

@@ -25,9 +25,10 @@ from vlcam.gradcam import (
     Targets,
     _as_args,
     _as_target_list,
-    _check_batch,
+    _check_inputs,
     _reshaped,
     _score,
+    _spatial_activations,
     _upsample,
     cam_from_gradients,
 )
@@ -116,13 +117,15 @@ def guided_backprop(
 ) -> torch.Tensor:
     """Return guided-backprop gradients at the image: [B, C, H, W], or [B, K, C, H, W] for K targets.
 
-    The image is the first floating-point tensor among `inputs`.
+    The image is the first floating-point tensor among `inputs`. The forward runs in eval
+    mode; the model (buffers included) and the random generators come back as given.
+    ValueError for an input tensor holding NaN/inf.
     """
     target_list, single = _as_target_list(targets)
     args = _as_args(inputs)
-    _check_batch(args)
+    _check_inputs(args)
     args, image_index = _image_requiring_grad(args)
-    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
+    with preserved(model, eval_mode=True, rng=True), guided_relus(), native_rnn(model, args), torch.enable_grad():
         output = model(*args)
         batch = args[image_index].shape[0]
         scores = [_score(t, output, batch) for t in target_list]
@@ -143,18 +146,26 @@ def guided_grad_cam(
     """Return Guided Grad-CAM: [B, C, H, W], or [B, K, C, H, W] for K targets.
 
     The upsampled Grad-CAM map times guided backpropagation (Sec. 3.2), both from one
-    forward: a plain backward to `layer` for Grad-CAM, a guided one to the image.
+    forward: a plain backward to `layer` for Grad-CAM, a guided one to the image. Runs in
+    eval mode and gives the model back as :func:`vlcam.grad_cam` does, with the same errors
+    for non-finite inputs and non-spatial layers.
     """
     target_list, single = _as_target_list(targets)
     args = _as_args(inputs)
-    _check_batch(args)
+    _check_inputs(args)
     capture = LayerCapture(model, layer)
     name = capture.name
     args, image_index = _image_requiring_grad(args)
+    spatial: list[torch.Tensor] = []
 
-    with preserved(model), guided_relus(), native_rnn(model, args), torch.enable_grad():
+    def checked_clone(out: torch.Tensor) -> torch.Tensor:
+        # Checked before the forward goes on, as in layer_gradients.
+        spatial.append(_spatial_activations(out.detach(), name, reshape))
         # A clone, so that an in-place op right after the layer cannot modify the activations.
-        output, activations = capture.forward(lambda: model(*args), lambda out: out.clone())
+        return out.clone()
+
+    with preserved(model, eval_mode=True, rng=True), guided_relus(), native_rnn(model, args), torch.enable_grad():
+        output, activations = capture.forward(lambda: model(*args), checked_clone)
         batch = args[image_index].shape[0]
         scores = [_score(t, output, batch) for t in target_list]
         _Rectify.on = False
@@ -163,11 +174,9 @@ def guided_grad_cam(
         ])
         _Rectify.on = True
         guided = _input_gradients(scores, args[image_index])
-    acts = activations.detach()
     if reshape is not None:
-        acts = _reshaped(reshape, acts, name)
         layer_grads = torch.stack([_reshaped(reshape, g, name) for g in layer_grads])
-    maps = cam_from_gradients(LayerGradients(acts, layer_grads, torch.stack([s.detach() for s in scores]), output),
+    maps = cam_from_gradients(LayerGradients(spatial[0], layer_grads, torch.stack([s.detach() for s in scores]), output),
                               counterfactual=counterfactual)
     maps = _upsample(maps, tuple(args[image_index].shape[-2:]), args)  # [B, K, H, W]
     result = maps.unsqueeze(2) * guided.transpose(0, 1).float()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from vlcam._checks import non_finite
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -61,7 +63,10 @@ def preprocess(
 
     The whole image is resized bilinearly (antialiased when shrinking) to size x size.
     A float tensor [3, H, W] or [1, 3, H, W] is taken as already preprocessed and comes
-    back as [1, 3, H, W] unchanged, with (H, W) as the original size.
+    back as [1, 3, H, W], with (H, W) as the original size: float32 unchanged, float16,
+    bfloat16 and float64 cast to float32. Integer and bool tensors are refused (TypeError:
+    raw pixels go in as a PIL image or an array), as are other channel counts and
+    NaN/inf values (ValueError).
     """
     if isinstance(img, torch.Tensor):
         return _preprocessed_tensor(img)
@@ -85,15 +90,12 @@ def image_batch(
 ) -> torch.Tensor:
     """Return a model-ready batch [B, 3, H, W] on `device`.
 
-    A tensor [3, H, W] or [B, 3, H, W] is taken as already preprocessed; an image, path or
-    array (or a non-empty list of them) goes through `preprocess_one`, which returns
-    [1, 3, H, W] for one image.
+    A tensor [3, H, W] or [B, 3, H, W] is taken as already preprocessed (a floating-point
+    tensor of any precision, kept as it is); an image, path or array (or a non-empty list of
+    them) goes through `preprocess_one`, which returns [1, 3, H, W] for one image.
     """
     if isinstance(images, torch.Tensor):
-        batch = images.unsqueeze(0) if images.dim() == 3 else images
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"an image tensor must be [3, H, W] or [B, 3, H, W], got {tuple(images.shape)}")
-        return batch.to(device)
+        return _checked_tensor(images, batched=True).to(device)
     # Anything but a list or tuple is one image; preprocess_one names the type it cannot read.
     items: list[ImageLike] = list(images) if isinstance(images, (list, tuple)) else [cast(ImageLike, images)]
     if not items:
@@ -102,17 +104,40 @@ def image_batch(
 
 
 def _preprocessed_tensor(img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    batch = img.unsqueeze(0) if img.dim() == 3 else img
-    if batch.dim() != 4 or batch.shape[:2] != (1, 3):
-        raise ValueError(
-            f"a tensor image must be a preprocessed [3, H, W] or [1, 3, H, W] tensor, "
-            f"got shape {tuple(img.shape)}"
-        )
-    if not batch.is_floating_point():
-        raise TypeError(f"a tensor image must be floating point (already normalised), got {img.dtype}")
-    if batch.shape[2] == 0 or batch.shape[3] == 0:
-        raise ValueError(f"the image tensor is empty: shape {tuple(img.shape)}")
+    batch = _checked_tensor(img, batched=False).float()
     return batch, (int(batch.shape[2]), int(batch.shape[3]))
+
+
+def _checked_tensor(img: torch.Tensor, *, batched: bool) -> torch.Tensor:
+    """Return a preprocessed image tensor as [B, 3, H, W] (B = 1 unless `batched`), refusing
+    what is not one: integer or bool pixels, other shapes or channel counts, NaN/inf."""
+    accepted = "[3, H, W] or [B, 3, H, W]" if batched else "[3, H, W] or [1, 3, H, W]"
+    if not img.is_floating_point():
+        raise TypeError(
+            f"a tensor image must be a normalised floating-point tensor {accepted}, got dtype {img.dtype} "
+            f"(shape {tuple(img.shape)}); pass raw pixels as a PIL image or a numpy array instead, "
+            "which are resized and normalised for the model"
+        )
+    batch = img.unsqueeze(0) if img.dim() == 3 else img
+    if batch.dim() != 4 or (not batched and batch.shape[0] != 1):
+        raise ValueError(f"a tensor image must be a preprocessed {accepted} tensor, got shape {tuple(img.shape)}")
+    if batch.shape[1] != 3:
+        hint = ("pass grayscale or RGBA images as a PIL image or an array: they are converted to RGB"
+                if batch.shape[1] in (1, 2, 4) or batch.shape[-1] not in (1, 3, 4)
+                else "a channel-last tensor must be permuted to channels first")
+        raise ValueError(
+            f"a tensor image must have 3 (RGB) channels, {accepted}; got shape {tuple(img.shape)} with "
+            f"{batch.shape[1]} channels ({hint})"
+        )
+    if batch.shape[0] == 0 or batch.shape[2] == 0 or batch.shape[3] == 0:
+        raise ValueError(f"the image tensor is empty: shape {tuple(img.shape)}")
+    held = non_finite(img)
+    if held is not None:
+        raise ValueError(
+            f"the image tensor of shape {tuple(img.shape)} holds non-finite values: {held}; a preprocessed "
+            "image must be finite"
+        )
+    return batch
 
 
 def _open(path: Path) -> Image.Image:

@@ -7,6 +7,7 @@ slow to import and the Grad-CAM engine does not need it.
 from __future__ import annotations
 
 import json
+import random
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,8 +23,14 @@ SPECIALS = ("<pad>", "<start>", "<end>", "<unk>")
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> Any:
-    import spacy
-    from spacy.symbols import ORTH
+    # Importing spaCy imports rich, whose rich.style draws random.getrandbits at import time:
+    # the caller's `random` stream must not move because a caption was tokenised.
+    state = random.getstate()
+    try:
+        import spacy
+        from spacy.symbols import ORTH
+    finally:
+        random.setstate(state)
 
     tokenizer: Any = spacy.blank("en").tokenizer
     # A decoded caption shows unknown words as "<unk>"; encoding it again must give <unk>,

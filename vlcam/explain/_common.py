@@ -93,13 +93,12 @@ def check_method(method: object) -> str:
 def prepare_image(model: ImageModel, img: Any) -> PreparedImage:
     """Return `img` (PIL image, array, path, or preprocessed tensor) ready for `model`."""
     if isinstance(img, torch.Tensor):
-        tensor, size = preprocess(img, model.image_size, model.mean, model.std)  # checks the shape
-        if not torch.isfinite(tensor).all():
-            raise ValueError("the image tensor holds NaN or infinite values")
+        # Checks dtype, shape and values; any float precision comes back as float32.
+        tensor, size = preprocess(img, model.image_size, model.mean, model.std)
         m = torch.tensor(model.mean, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
         s = torch.tensor(model.std, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
         display = ((tensor * s + m).clamp(0, 1)[0].permute(1, 2, 0) * 255).round()
-        return PreparedImage(model.preprocess(tensor.float()), size, display.byte().cpu().numpy())
+        return PreparedImage(model.preprocess(tensor), size, display.byte().cpu().numpy())
     pil = to_pil(img)
     return PreparedImage(model.preprocess(pil), (pil.height, pil.width), np.asarray(pil, dtype=np.uint8))
 

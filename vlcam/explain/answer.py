@@ -70,13 +70,15 @@ def explain_answer(
     """Return Grad-CAM maps that explain answers to `question` about `img`.
 
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
-    already preprocessed [3, S, S] / [1, 3, S, S] tensor. `answer` is one answer, a list
-    of answers (the paper's "red", "yellow", "yellow and red": all from one pass), or None
-    for the model's top answer. A fixed-vocabulary model's answers must be in its
+    already preprocessed [3, S, S] / [1, 3, S, S] float tensor (float16, bfloat16 and
+    float64 are cast to float32; integer pixels are refused: pass them as an image or an
+    array). `answer` is one answer, a list of answers (the paper's "red", "yellow",
+    "yellow and red": all from one pass), or None for the model's top answer. A fixed-vocabulary model's answers must be in its
     vocabulary (compared after VQA normalisation). `method` is "gradcam", "guided-gradcam"
     or "counterfactual" (Eq. 12). `layer` defaults to the model's `default_layer`; any
     layer that runs once works (for HieCoAtt, ``cnn.body.layer1`` .. ``cnn.body.layer4``).
-    The model is explained in eval mode and comes back as given.
+    The model is explained in eval mode and comes back as given, buffers included;
+    the caller's random generators (Python, NumPy, torch) are left where they were.
     """
     check_conforms(model, AnswerModel, "explain_answer needs a VQA model")
     method = check_method(method)
@@ -84,7 +86,7 @@ def explain_answer(
     requested = _requested_answers(answer)
     prepared = prepare_image(model, img)
     scorer = AnswerScorer(model)
-    with preserved(model, eval_mode=True):
+    with preserved(model, eval_mode=True, rng=True):
         questions = model.encode_question(question)
         if requested is None and model.open_vocabulary:
             requested = model.top_answers(prepared.tensor, questions)[:1]

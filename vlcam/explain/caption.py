@@ -91,13 +91,16 @@ def explain_caption(
     """Return Grad-CAM maps for `caption` on `img`: one for the caption, one per requested word.
 
     `img` is a PIL image, an H x W x 3 (or grayscale, RGBA) array, a file path, or an
-    already preprocessed [3, S, S] / [1, 3, S, S] tensor. `caption=None` explains the
-    model's own caption (beam search with `beam_size`). `words` is "all", "visual" or a
-    list of word indices into `tokens`; "visual" takes the words that name an object in
-    `word_map` (for a multi-word name, its last word), by default the shipped map, the
-    built-in world's or COCO's, that names more of the model's vocabulary. `method` is
-    "gradcam", "guided-gradcam" or "counterfactual" (Eq. 12). `layer` defaults to the
-    model's `default_layer`. The model is explained in eval mode and comes back as given.
+    already preprocessed [3, S, S] / [1, 3, S, S] float tensor (float16, bfloat16 and
+    float64 are cast to float32; integer pixels are refused: pass them as an image or an
+    array). `caption=None` explains the model's own caption (beam search with
+    `beam_size`). `words` is "all", "visual" or a list of word indices into `tokens`;
+    "visual" takes the words that name an object in `word_map` (for a multi-word name, its
+    last word), by default the shipped map, the built-in world's or COCO's, that names more
+    of the model's vocabulary. `method` is "gradcam", "guided-gradcam" or "counterfactual"
+    (Eq. 12). `layer` defaults to the model's `default_layer`. The model is explained in eval mode and comes back as given,
+    buffers included; the caller's random generators (Python, NumPy, torch) are left where
+    they were.
     """
     check_conforms(model, Captioner, "explain_caption needs a captioner")
     method = check_method(method)
@@ -106,7 +109,7 @@ def explain_caption(
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
     prepared = prepare_image(model, img)
     scorer = CaptionScorer(model)
-    with preserved(model, eval_mode=True):
+    with preserved(model, eval_mode=True, rng=True):
         if caption is None:
             caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
         tokens, inputs = encoded_caption(model, caption)
@@ -156,14 +159,15 @@ def default_word_map(vocab_words: Sequence[str]) -> WordMap:
 def _word_indices(
     words: object, tokens: list[str], word_map: WordMap | None, vocab_words: Sequence[str]
 ) -> list[int]:
+    # Checked whatever `words` is: a wrong word_map is a mistake even where it goes unused.
+    if word_map is not None and not isinstance(word_map, WordMap):
+        raise TypeError(
+            f"word_map must be a vlcam WordMap (e.g. WordMap.builtin('coco') or WordMap.from_file(path)), "
+            f"got {type(word_map).__name__}: {word_map!r:.80}"
+        )
     if isinstance(words, str) and words == "all":
         return list(range(len(tokens)))
     if isinstance(words, str) and words == "visual":
-        if word_map is not None and not isinstance(word_map, WordMap):
-            raise TypeError(
-                f"word_map must be a vlcam WordMap (e.g. WordMap.builtin('coco') or WordMap.from_file(path)), "
-                f"got {type(word_map).__name__}: {word_map!r:.80}"
-            )
         return [m.head for m in (word_map or default_word_map(vocab_words)).match(tokens)]
     if isinstance(words, np.ndarray):
         words = words.tolist()
