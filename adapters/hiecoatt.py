@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -30,12 +31,14 @@ from torchvision.models.resnet import BasicBlock
 
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.vqa_base import (
+    VQAConfig,
     VQAModel,
     check_dropout,
     check_positive,
     question_lengths,
     tile,
 )
+from vlcam.checkpoint import POSITIVE_INT, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "hiecoatt"
@@ -120,10 +123,21 @@ class ParallelCoAttention(nn.Module):
         return (a_q.unsqueeze(-1) * words).sum(dim=1), (a_v.unsqueeze(-1) * regions).sum(dim=1)
 
 
+@dataclass(frozen=True)
+class HieCoAttConfig(VQAConfig):
+    """The config.json of a :class:`HieCoAtt` checkpoint."""
+
+    KIND = KIND
+
+    hidden_dim: int = setting(POSITIVE_INT)
+    attention_dim: int = setting(POSITIVE_INT)
+
+
 class HieCoAtt(VQAModel):
     """The hierarchical co-attention VQA model over a ResNet grid (see the module doc)."""
 
     kind = KIND
+    config_schema = HieCoAttConfig
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ map (`default_layer`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,20 @@ from vlcam.adapters._broadcast import tiled
 from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone, build_backbone
 from vlcam.adapters.protocol import CaptionerBase
-from vlcam.checkpoint import load_state, read_text, save_checkpoint
+from vlcam.checkpoint import (
+    FRACTION,
+    NAME,
+    POSITIVE_INT,
+    CheckpointConfig,
+    build_with_weights,
+    existing_dir,
+    one_of,
+    read_config,
+    read_vocabulary,
+    read_weights,
+    save_checkpoint,
+    setting,
+)
 from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import END, PAD, START, Vocabulary, explainable_ids, pad_sequences
 
@@ -40,6 +54,28 @@ IMAGE_NORMS = ("none", "batchnorm")
 VOCAB_FILE = "vocab.json"
 # The most words of one caption explained at once (one backward each, stacked).
 MAX_WORDS = 64
+
+
+@dataclass(frozen=True)
+class ShowAndTellConfig(CheckpointConfig):
+    """The config.json of a :class:`ShowAndTell` checkpoint.
+
+    `pool`, `image_norm` and `lstm_layers` came later: checkpoints without them load with
+    the values they were trained with.
+    """
+
+    KIND = KIND
+    DESCRIBES_FILES = ("vocab_size",)
+
+    backbone: str = setting(NAME)
+    embed_dim: int = setting(POSITIVE_INT)
+    hidden_dim: int = setting(POSITIVE_INT)
+    image_size: int = setting(POSITIVE_INT)
+    dropout: float = setting(FRACTION)
+    vocab_size: int = setting(POSITIVE_INT)
+    pool: str = setting(one_of(*POOLS), "avg")
+    image_norm: str = setting(one_of(*IMAGE_NORMS), "none")
+    lstm_layers: int = setting(POSITIVE_INT, 1)
 
 
 class ShowAndTell(CaptionerBase):
@@ -314,25 +350,15 @@ class ShowAndTell(CaptionerBase):
         """Return the model saved by :meth:`save`, in eval mode, on `map_location`.
 
         Reads safetensors and JSON only (nothing is unpickled); the backbone is built
-        without pretrained weights, so loading never downloads anything.
+        without pretrained weights, so loading never downloads anything. A file that is
+        missing, corrupt or does not fit the others is a FileNotFoundError or ValueError
+        naming it (see :mod:`vlcam.checkpoint`).
         """
-        state, config = load_state(ckpt_dir, map_location=map_location)
-        if config.get("kind") != KIND:
-            raise ValueError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not {KIND!r}")
-        vocab = Vocabulary.from_json(read_text(Path(ckpt_dir) / VOCAB_FILE))
-        model = cls(
-            vocab,
-            config["backbone"],
-            pretrained=False,
-            embed_dim=config["embed_dim"],
-            hidden_dim=config["hidden_dim"],
-            image_size=config["image_size"],
-            dropout=config["dropout"],
-            pool=config.get("pool", "avg"),
-            image_norm=config.get("image_norm", "none"),
-            lstm_layers=config.get("lstm_layers", 1),
-        )
-        model.load_state_dict(state)
+        ckpt_dir = existing_dir(ckpt_dir)
+        config = read_config(ckpt_dir, ShowAndTellConfig)
+        vocab = read_vocabulary(ckpt_dir / VOCAB_FILE, config.vocab_size)
+        state = read_weights(ckpt_dir, map_location)
+        model = build_with_weights(lambda: cls(vocab, pretrained=False, **config.arguments()), state, ckpt_dir)
         return model.to(map_location).eval()
 
 

@@ -3,8 +3,9 @@ rule and checkpoints (:class:`VQAModel`), and the checks their constructors use.
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,13 +16,40 @@ from vlcam.adapters._broadcast import tiled
 from vlcam.adapters._word_ids import check_word_ids
 from vlcam.adapters.backbones import Backbone
 from vlcam.adapters.protocol import AnswerModelBase
-from vlcam.checkpoint import load_state, read_text, save_checkpoint
+from vlcam.checkpoint import (
+    CONFIG_FILE,
+    FRACTION,
+    NAME,
+    POSITIVE_INT,
+    CheckpointConfig,
+    build_with_weights,
+    existing_dir,
+    read_config,
+    read_json,
+    read_vocabulary,
+    read_weights,
+    save_checkpoint,
+    setting,
+)
 from vlcam.image import ImageLike, image_batch, preprocess
 from vlcam.text import PAD, Vocabulary, explainable_ids, pad_sequences
 
 VOCAB_FILE = "vocab.json"
 ANSWERS_FILE = "answers.json"
 MAX_QUESTION_WORDS = 64
+
+
+@dataclass(frozen=True)
+class VQAConfig(CheckpointConfig):
+    """The keys every native VQA checkpoint's config.json has; each model adds its own."""
+
+    DESCRIBES_FILES = ("vocab_size", "num_answers")
+
+    backbone: str = setting(NAME)
+    image_size: int = setting(POSITIVE_INT)
+    dropout: float = setting(FRACTION)
+    vocab_size: int = setting(POSITIVE_INT)
+    num_answers: int = setting(POSITIVE_INT)
 
 
 class VQAModel(AnswerModelBase):
@@ -39,6 +67,7 @@ class VQAModel(AnswerModelBase):
     """
 
     kind: ClassVar[str]
+    config_schema: ClassVar[type[VQAConfig]]
 
     def __init__(self, vocab: Vocabulary, answers: Sequence[str], backbone: Backbone, image_size: int) -> None:
         super().__init__()
@@ -126,17 +155,40 @@ class VQAModel(AnswerModelBase):
         """Return the model saved by :meth:`save`, in eval mode, on `map_location`.
 
         Reads safetensors and JSON only; the backbone is built without pretrained weights,
-        so loading never downloads anything.
+        so loading never downloads anything. A file that is missing, corrupt or does not
+        fit the others is a FileNotFoundError or ValueError naming it (see :mod:`vlcam.checkpoint`).
         """
-        state, config = load_state(ckpt_dir, map_location=map_location)
-        if config.get("kind") != cls.kind:
-            raise ValueError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not {cls.kind!r}")
-        vocab = Vocabulary.from_json(read_text(Path(ckpt_dir) / VOCAB_FILE))
-        answers = json.loads(read_text(Path(ckpt_dir) / ANSWERS_FILE))
-        kwargs = {k: v for k, v in config.items() if k not in ("kind", "vocab_size", "num_answers")}
-        model = cls(vocab, answers, pretrained=False, **kwargs)
-        model.load_state_dict(state)
+        ckpt_dir = existing_dir(ckpt_dir)
+        config = read_config(ckpt_dir, cls.config_schema)
+        vocab = read_vocabulary(ckpt_dir / VOCAB_FILE, config.vocab_size)
+        answers = read_answers(ckpt_dir / ANSWERS_FILE, config.num_answers)
+        state = read_weights(ckpt_dir, map_location)
+        model = build_with_weights(lambda: cls(vocab, answers, pretrained=False, **config.arguments()), state,
+                                   ckpt_dir)
         return model.to(map_location).eval()
+
+
+def read_answers(path: Path, size: int) -> list[str]:
+    """Return the answer vocabulary in `path` (answers.json: a list of distinct non-empty strings).
+
+    ValueError naming the file if it holds anything else, or not `size` answers (the
+    config's num_answers).
+    """
+    answers = read_json(path)
+    if not isinstance(answers, list):
+        raise ValueError(f"{path} must hold a JSON list of answers, got a {type(answers).__name__}")
+    bad = next((i for i, a in enumerate(answers) if not isinstance(a, str) or not a), None)
+    if bad is not None:
+        raise ValueError(f"{path}: answer {bad} is {answers[bad]!r:.80}; every answer must be a non-empty string")
+    twice = [a for a, n in Counter(answers).items() if n > 1]
+    if twice:
+        raise ValueError(f"{path}: the answer {twice[0]!r:.80} appears twice; each answer is one logit")
+    if len(answers) != size:
+        raise ValueError(
+            f"{path} holds {len(answers)} answers but {path.with_name(CONFIG_FILE)} says num_answers is {size}: "
+            "the answers belong to another checkpoint"
+        )
+    return answers
 
 
 def tile(features: torch.Tensor, batch: int) -> torch.Tensor:

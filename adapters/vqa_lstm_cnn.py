@@ -10,6 +10,7 @@ the answers. Grad-CAM explains the CNN's last conv block (`default_layer`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,21 +19,36 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from vlcam.adapters.backbones import build_backbone
 from vlcam.adapters.vqa_base import (
+    VQAConfig,
     VQAModel,
     check_dropout,
     check_positive,
     question_lengths,
     tile,
 )
+from vlcam.checkpoint import POSITIVE_INT, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
+
+
+@dataclass(frozen=True)
+class VQALSTMCNNConfig(VQAConfig):
+    """The config.json of a :class:`VQALSTMCNN` checkpoint."""
+
+    KIND = KIND
+
+    embed_dim: int = setting(POSITIVE_INT)
+    hidden_dim: int = setting(POSITIVE_INT)
+    common_dim: int = setting(POSITIVE_INT)
+    mlp_dim: int = setting(POSITIVE_INT)
 
 
 class VQALSTMCNN(VQAModel):
     """Deeper LSTM Q + norm I (Antol et al.) over any :func:`build_backbone` CNN."""
 
     kind = KIND
+    config_schema = VQALSTMCNNConfig
 
     def __init__(
         self,

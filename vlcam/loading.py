@@ -48,11 +48,14 @@ def load(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.M
             ) from err
     ckpt_dir = existing_dir(ckpt_dir)
     config = read_json(ckpt_dir / CONFIG_FILE)
-    kind = config.get("kind") if isinstance(config, dict) else None
-    if kind is None and isinstance(config, dict) and "architectures" in config:
+    if not isinstance(config, dict):
+        raise ValueError(f"{ckpt_dir / CONFIG_FILE} must hold a JSON object of settings, got a "
+                         f"{type(config).__name__}")
+    kind = config.get("kind")
+    if kind is None and "architectures" in config:
         # A local folder: nothing is looked up on the hub.
         return _hugging_face(str(ckpt_dir), map_location, local_files_only=True)
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(
             f"{ckpt_dir / CONFIG_FILE} has kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}, "
             "or a transformers model folder (config.json with 'architectures')"

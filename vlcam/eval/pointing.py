@@ -22,7 +22,7 @@ from vlcam.adapters.protocol import Captioner
 from vlcam.data.coco import category_boxes, category_masks, load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_from_map, box_iou
-from vlcam.eval.runner import Run, resumable_run, skip_counts
+from vlcam.eval.runner import SIZE_DIFFERS, Run, count_skip, image_file_size, resumable_run, skip_counts
 
 
 @dataclass
@@ -79,6 +79,23 @@ def _explained_words(
             yield ann, tokens, match, peak, heat
 
 
+def annotated_size(captions: Any, instances: Any, image_id: int) -> tuple[int, int]:
+    """Return the (height, width) the annotations give an image: the instances file's, whose
+    masks are drawn at that size, else the captions file's."""
+    info = instances.imgs.get(image_id) or captions.imgs[image_id]
+    return int(info["height"]), int(info["width"])
+
+
+def check_same_images(captions: Any, instances: Any, captions_json: str | Path, instances_json: str | Path) -> None:
+    """Raise ValueError naming both files if no image of `captions` is in `instances`."""
+    captioned = captions.getImgIds()
+    if captioned and not set(captioned) & set(instances.getImgIds()):
+        raise ValueError(
+            f"none of the {len(captioned)} images of {captions_json} is in {instances_json}: the captions "
+            "and instances files are of different splits or datasets, so no word could be scored"
+        )
+
+
 def iter_caption_pointing(
     model: Captioner,
     captions_json: str | Path,
@@ -89,26 +106,34 @@ def iter_caption_pointing(
     tolerance: int = 0,
     method: str = "gradcam",
     limit: int | None = None,
-    counts: dict[str, int] | None = None,
+    counts: dict[str, Any] | None = None,
 ) -> Iterator[PointingItem]:
     """Yield one :class:`PointingItem` per visual word with an annotated category.
 
     `counts` (if given) is filled with 'not_annotated' (visual words whose category has
-    no instance in the image) and 'captions'.
+    no instance in the image) and 'captions'; images of another size than their
+    annotation are skipped and counted in `counts['skipped']` (a dict by reason, present
+    only when an image was skipped). ValueError if no captioned image is in the
+    instances file.
     """
     captions = load_coco(captions_json)
     instances = load_coco(instances_json)
+    check_same_images(captions, instances, captions_json, instances_json)
     counts = counts if counts is not None else {}
     counts.setdefault("not_annotated", 0)
     counts.setdefault("captions", 0)
     for image_id in sorted(captions.getImgIds())[:limit]:
-        info = captions.loadImgs([image_id])[0]
+        path = Path(images_dir) / captions.loadImgs([image_id])[0]["file_name"]
+        height, width = annotated_size(captions, instances, image_id)
+        if image_file_size(path) not in (None, (height, width)):
+            count_skip(counts, SIZE_DIFFERS)
+            continue
         masks = category_masks(instances, image_id)
         grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
-        center = (info["height"] // 2, info["width"] // 2)
+        center = (height // 2, width // 2)
         anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
         for ann, tokens, match, (row, col), _ in _explained_words(
-                model, Path(images_dir) / info["file_name"], anns, word_map, masks, method, counts):
+                model, path, anns, word_map, masks, method, counts):
             region = grown[match.category_id]
             yield PointingItem(
                 image_id=image_id,
@@ -162,7 +187,7 @@ def pointing_scores(words: Sequence[Mapping[str, Any]], *,
     }
 
 
-def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
+def summarize(items: list[PointingItem], counts: dict[str, Any] | None = None,
               seconds: float | None = None) -> dict[str, Any]:
     """Return pooled and per-category accuracy with the centre and random (expected) baselines."""
     n = len(items)
@@ -177,7 +202,7 @@ def summarize(items: list[PointingItem], counts: dict[str, int] | None = None,
 def caption_pointing_game(model: Captioner, captions_json: str | Path, instances_json: str | Path,
                           images_dir: str | Path, word_map: WordMap, **kwargs: Any) -> dict[str, Any]:
     """Return the pointing-game summary over every caption of `captions_json` (see module doc)."""
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
     start = time.perf_counter()
     items = list(iter_caption_pointing(model, captions_json, instances_json, images_dir, word_map,
                                        counts=counts, **kwargs))
@@ -216,9 +241,13 @@ def run_pointing_game(
     Writes `out_dir/items.jsonl` (one line per visual word, one per finished image), then
     `summary.json`, `per_category.png` and a few example figures. Images already finished
     in `out_dir` are skipped; under torchrun the images are sharded by rank. `layer` is the
-    explained layer's dotted name (default: the model's `default_layer`).
+    explained layer's dotted name (default: the model's `default_layer`). Images that are
+    missing, unreadable, too large to decode or of another size than their annotation are
+    recorded as skipped, with the reason. ValueError if no captioned image is in the
+    instances file.
     """
     captions, instances = load_coco(captions_json), load_coco(instances_json)
+    check_same_images(captions, instances, captions_json, instances_json)
     image_ids = sorted(captions.getImgIds())[:limit]
     figures: list[Path] = []
 
@@ -264,7 +293,8 @@ def run_pointing_game(
         order=lambda r: (r["image_id"], r["type"] == "image", r["key"][2:]),
         summarize=lambda records: {**_run_summary(records, method, tolerance, seed),
                                    "layer": layer or model.default_layer},
-        desc="pointing", num_workers=num_workers, progress=progress)
+        desc="pointing", num_workers=num_workers, progress=progress,
+        annotated_size=lambda i: annotated_size(captions, instances, i))
     if summary is not None:
         _plot_per_category(summary, Path(out_dir) / "per_category.png")
     return summary

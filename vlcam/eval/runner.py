@@ -12,9 +12,15 @@ records are and how the merged records are summarised.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
+import signal
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,11 @@ from typing import Any
 import numpy as np
 
 ITEMS_FILE = "items.jsonl"
+# Why an image is skipped (the keys of a summary's "skipped" counts).
+MISSING_IMAGE = "missing image"
+UNREADABLE_IMAGE = "unreadable image"
+TOO_LARGE = "image too large to decode (over PIL's decompression-bomb limit)"
+SIZE_DIFFERS = "image size differs from its annotation"
 
 
 @dataclass(frozen=True)
@@ -126,16 +137,41 @@ def merge(out_dir: Path, key: str, order: Callable[[dict[str, Any]], Any]) -> li
 
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Return (RGB pixels H x W x 3, None), or (None, the reason it could not be read)."""
-    from PIL import Image, UnidentifiedImageError
+    """Return (RGB pixels H x W x 3, None), or (None, the reason it could not be read).
+
+    The pixels are those :func:`vlcam.image.to_pil` reads, so an evaluation sees what
+    ``explain_caption(model, path)`` sees (16-bit images scaled, transparency on white).
+    An image whose header claims more pixels than PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) is not decoded.
+    """
+    from PIL import Image
+
+    from vlcam.image import to_pil
 
     if not path.is_file():
-        return None, "missing image"
+        return None, MISSING_IMAGE
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), None
-    except (UnidentifiedImageError, OSError):
-        return None, "unreadable image"
+        with warnings.catch_warnings():
+            # PIL only warns below twice the limit, then decodes anyway.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return np.asarray(to_pil(path)), None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, TOO_LARGE
+    except (ValueError, OSError):
+        return None, UNREADABLE_IMAGE
+
+
+def image_file_size(path: Path) -> tuple[int, int] | None:
+    """Return the (height, width) an image file's header gives, or None if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.height, im.width
+    except (Image.DecompressionBombError, ValueError, OSError):
+        return None
 
 
 class _ImageFiles:
@@ -156,13 +192,46 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, _worker_id: int = 0) -> None:
+    """Make this process exit when the process `parent` dies (a DataLoader `worker_init_fn`).
+
+    A worker whose parent is killed (``kill -9``) can block for ever flushing results into
+    a pipe its siblings still hold open. On Linux the kernel sends it SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``, which fires when the thread that started it ends; the
+    loader is iterated from the thread that creates its workers); elsewhere a thread
+    watches for the parent to go.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def image_loader(keys: list[Any], paths: list[Path], num_workers: int = 2) -> Any:
-    """Return a DataLoader yielding (key, pixels or None, reason), images decoded in workers."""
+    """Return a DataLoader yielding (key, pixels or None, reason), images decoded in workers.
+
+    The workers die with the process that iterates the loader, even when it is killed.
+    """
     from torch.utils.data import DataLoader
 
     return DataLoader(_ImageFiles(keys, paths), batch_size=None, num_workers=num_workers if keys else 0,
-                      collate_fn=_as_is)
-
+                      collate_fn=_as_is, worker_init_fn=functools.partial(die_with_parent, os.getpid()))
 
 
 class Run:
@@ -212,8 +281,10 @@ class Run:
 
         mine = [u for u in units[self.shard.rank::self.shard.world_size] if not self.is_done(key(u))]
         loader = image_loader(list(range(len(mine))), [path_of(u) for u in mine], num_workers)
-        for i, pixels, reason in tqdm(loader, total=len(mine), disable=not progress or not self.shard.is_main,
-                                      desc=desc):
+        # An iterator, not the loader: tqdm.auto's asyncio flavour calls iter() on what it is
+        # given and again when iterated, which would start a second, idle set of workers.
+        for i, pixels, reason in tqdm(iter(loader), total=len(mine),
+                                      disable=not progress or not self.shard.is_main, desc=desc):
             yield mine[i], pixels, reason
 
     def finish(self, order: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]] | None:
@@ -248,14 +319,17 @@ def resumable_run(
     num_workers: int = 2,
     progress: bool = True,
     skip_reason: Callable[[Any], str | None] | None = None,
+    annotated_size: Callable[[Any], tuple[int, int] | None] | None = None,
 ) -> dict[str, Any] | None:
     """Return the summary (on rank 0; None on other ranks) of a resumable run over `units`.
 
     `unit_record(unit)` is the unit's own record, without results; its "key" marks the
     unit done once written. For each pending unit whose image (at `path_of(unit)`) reads,
     `process(run, unit, pixels)` returns or yields the records to write, the unit's own
-    last. A unit whose image is missing or unreadable, or for which `skip_reason(unit)`
-    (checked first) gives a reason, is written as its own record with "skipped": the reason.
+    last. A unit whose image is missing, unreadable or too large to decode, for which
+    `skip_reason(unit)` (checked first) gives a reason, or whose image is not of the
+    (height, width) that `annotated_size(unit)` gives, is written as its own record with
+    "skipped": the reason.
     After every rank ends, the records merged and sorted by `order` go to `summarize`,
     whose summary is written to `summary.json` with items_per_second.
     """
@@ -266,6 +340,10 @@ def resumable_run(
     with Run(out_dir) as run:
         for unit, pixels, reason in run.pending(units, key, path_of, num_workers, desc, progress):
             reason = (skip_reason(unit) if skip_reason is not None else None) or reason
+            if not reason and pixels is not None and annotated_size is not None:
+                size = annotated_size(unit)
+                if size is not None and tuple(pixels.shape[:2]) != tuple(size):
+                    reason = SIZE_DIFFERS
             if reason or pixels is None:
                 run.write({**unit_record(unit), "skipped": reason})
                 continue
@@ -284,6 +362,12 @@ def mean_and_error(values: Iterable[float], name: str = "mean") -> dict[str, flo
         name: float(array.mean()) if array.size else None,
         "standard_error": float(array.std(ddof=1) / np.sqrt(array.size)) if array.size > 1 else None,
     }
+
+
+def count_skip(counts: dict[str, Any], reason: str) -> None:
+    """Add one to `counts["skipped"][reason]`, the per-reason skip counts of an in-memory evaluation."""
+    skipped = counts.setdefault("skipped", {})
+    skipped[reason] = skipped.get(reason, 0) + 1
 
 
 def skip_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:

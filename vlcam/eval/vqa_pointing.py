@@ -25,6 +25,7 @@ from vlcam.adapters.protocol import AnswerModel
 from vlcam.data.coco import load_coco
 from vlcam.data.vqa import COCO_IMAGE_PATTERN, VQAItem, read_vqa, vqa_accuracy
 from vlcam.eval.pointing import disc_grown
+from vlcam.eval.runner import SIZE_DIFFERS, count_skip, image_file_size
 
 ANSWER_CHOICES = ("predicted", "ground_truth")
 
@@ -58,7 +59,7 @@ def iter_answer_pointing(
     layer: nn.Module | str | None = None,
     tolerance: int = 0,
     question_types: Sequence[str] | None = None,
-    counts: dict[str, int] | None = None,
+    counts: dict[str, Any] | None = None,
 ) -> Iterator[AnswerPointingItem]:
     """Yield one :class:`AnswerPointingItem` per question of `items` about exactly one object.
 
@@ -69,7 +70,9 @@ def iter_answer_pointing(
     `answer` is "predicted" (the model's top answer) or "ground_truth" (the most common
     human answer; questions whose answer is not in the model's vocabulary are skipped and
     counted in `counts['answer_not_in_vocabulary']`). `counts` (if given) also receives
-    'not_single_object', the questions skipped for being about zero or several objects.
+    'not_single_object', the questions skipped for being about zero or several objects,
+    and, only when there are any, `counts['skipped']`: per reason, the questions skipped
+    because their image is of another size than the instances file says.
     """
     from vlcam.explain.answer import explain_answer
 
@@ -96,13 +99,11 @@ def iter_answer_pointing(
                 f"question {item.question_id} is about object {object_id}, which {instances_json} lacks"
             )
         region = disc_grown(instances.annToMask(instances.anns[object_id]).astype(bool), tolerance)
+        if image_file_size(Path(item.image)) not in (None, region.shape):
+            count_skip(counts, SIZE_DIFFERS)
+            continue
         wanted = item.multiple_choice_answer if answer == "ground_truth" else None
         explanation = explain_answer(model, item.image, item.question, wanted, method=method, layer=layer)
-        if explanation.maps.shape[-2:] != region.shape:
-            raise ValueError(
-                f"image {item.image} is {tuple(explanation.maps.shape[-2:])} but its mask in "
-                f"{instances_json} is {region.shape}: the instances file is for other images"
-            )
         predicted = explanation.answers[0] if answer == "predicted" else \
             model.top_answers(explanation.images, explanation.inputs[0])[0]
         row, col = explanation.peaks()[0]
@@ -125,7 +126,7 @@ def iter_answer_pointing(
         )
 
 
-def summarize_answer_pointing(items: Sequence[AnswerPointingItem], counts: dict[str, int] | None = None,
+def summarize_answer_pointing(items: Sequence[AnswerPointingItem], counts: dict[str, Any] | None = None,
                               seconds: float | None = None) -> dict[str, Any]:
     """Return the hit rate overall, per question type and by answer correctness, with baselines."""
     n = len(items)
@@ -175,7 +176,7 @@ def answer_pointing_game(
     go to :func:`iter_answer_pointing`.
     """
     items = read_vqa(questions_json, annotations_json, images_dir, image_pattern=image_pattern, limit=limit)
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
     start = time.perf_counter()
     results = list(iter_answer_pointing(model, items, instances_json, counts=counts, **kwargs))
     summary = summarize_answer_pointing(results, counts, time.perf_counter() - start)
