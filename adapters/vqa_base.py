@@ -4,7 +4,7 @@ rule and checkpoints (:class:`VQAModel`), and the checks their constructors use.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,7 +163,9 @@ class VQAModel(AnswerModelBase):
         vocab = read_vocabulary(ckpt_dir / VOCAB_FILE, config.vocab_size)
         answers = read_answers(ckpt_dir / ANSWERS_FILE, config.num_answers)
         state = read_weights(ckpt_dir, map_location)
-        model = build_with_weights(lambda: cls(vocab, answers, pretrained=False, **config.arguments()), state,
+        # The concrete models (VQALSTMCNN, HieCoAtt) take the backbone by name and `pretrained`.
+        build: Callable[..., VQAModel] = cls
+        model = build_with_weights(lambda: build(vocab, answers, pretrained=False, **config.arguments()), state,
                                    ckpt_dir)
         return model.to(map_location).eval()
 

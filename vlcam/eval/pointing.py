@@ -49,7 +49,8 @@ def disc_grown(mask: np.ndarray, tolerance: int) -> np.ndarray:
 
     r = int(tolerance)
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    return ndimage.binary_dilation(mask, structure=(yy**2 + xx**2) <= r * r)
+    grown: np.ndarray = ndimage.binary_dilation(mask, structure=(yy**2 + xx**2) <= r * r)
+    return grown
 
 
 def _explained_words(

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -228,9 +228,11 @@ def image_loader(keys: list[Any], paths: list[Path], num_workers: int = 2) -> An
 
     The workers die with the process that iterates the loader, even when it is killed.
     """
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
 
-    return DataLoader(_ImageFiles(keys, paths), batch_size=None, num_workers=num_workers if keys else 0,
+    # A map-style dataset by protocol (__len__, __getitem__): Dataset is not imported at module load.
+    files = cast("Dataset[Any]", _ImageFiles(keys, paths))
+    return DataLoader(files, batch_size=None, num_workers=num_workers if keys else 0,
                       collate_fn=_as_is, worker_init_fn=functools.partial(die_with_parent, os.getpid()))
 
 
