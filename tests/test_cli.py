@@ -3,8 +3,10 @@ usage), checked before the model loads where that is cheap; --debug shows the tr
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
     text = tmp / "notes.txt"
     text.write_text("not an image")
+    bomb = tmp / "bomb.png"  # a PNG whose header claims 20000 x 20000 pixels
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(b"\0" * 100)) + _chunk(b"IEND", b""))
     torch.manual_seed(0)
     vqa = VQALSTMCNN(Vocabulary("what color is the ball".split()), ["red", "blue"], "compact", embed_dim=8,
                      hidden_dim=8, common_dim=8, mlp_dim=8, image_size=32).eval()
-    return {"image": image, "text": text, "vqa": vqa.save(tmp / "vqa"), "tmp": tmp,
+    return {"image": image, "text": text, "bomb": bomb, "vqa": vqa.save(tmp / "vqa"), "tmp": tmp,
             "captioner": shipped_checkpoint()}
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -47,6 +56,7 @@ CASES = [
     # (name, argv builder, exit status, what the one line must name)
     ("missing model folder", lambda f: ["explain", "/nope/model", str(f["image"])], 1, "/nope/model"),
     ("missing image", lambda f: ["explain", str(f["captioner"]), str(f["tmp"] / "gone.png")], 1, "gone.png"),
+    ("decompression bomb", lambda f: ["explain", str(f["captioner"]), str(f["bomb"])], 1, "bomb.png is too large"),
     ("non-image file", lambda f: ["explain", str(f["captioner"]), str(f["text"])], 1, "notes.txt"),
     ("folder as image", lambda f: ["explain", str(f["captioner"]), str(f["tmp"])], 1, "is not a file"),
     ("question on a captioner", lambda f: ["explain", str(f["captioner"]), str(f["image"]), "--question", "what?"],

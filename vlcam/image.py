@@ -30,6 +30,10 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
+class ImageTooLarge(ValueError):
+    """An image file whose header claims more pixels than PIL decodes (a decompression bomb)."""
+
+
 def to_pil(img: ImageLike) -> Image.Image:
     """Return `img` as an RGB PIL image.
 
@@ -149,6 +153,9 @@ def _open(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return _pil_to_rgb(im, str(path))
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"{path} is too large to decode ({e}); raise PIL.Image.MAX_IMAGE_PIXELS "
+                            "if the file is trusted") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         # PIL signals truncated or corrupt files with OSError and, for some formats,
         # SyntaxError; both mean the same thing to the caller.

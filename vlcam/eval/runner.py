@@ -146,7 +146,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
     """
     from PIL import Image
 
-    from vlcam.image import to_pil
+    from vlcam.image import ImageTooLarge, to_pil
 
     if not path.is_file():
         return None, MISSING_IMAGE
@@ -155,7 +155,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str | None]:
             # PIL only warns below twice the limit, then decodes anyway.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return np.asarray(to_pil(path)), None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (ImageTooLarge, Image.DecompressionBombWarning):
         return None, TOO_LARGE
     except (ValueError, OSError):
         return None, UNREADABLE_IMAGE
