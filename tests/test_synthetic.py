@@ -290,7 +290,7 @@ def test_command_line_script_writes_a_readable_dataset(tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_synthetic_coco.py"), "--out", str(out),
-         "--num-images", "10", "--image-size", "64", "--workers", "1"],
+         "--num-images", "10", "--image-size", "64", "--workers", "1", "--json"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
     )

@@ -121,7 +121,8 @@ def test_the_script_trains_a_loadable_checkpoint(world: Path, tmp_path: Path) ->
         [sys.executable, str(REPO / "scripts" / "train_captioner.py"),
          "--captions", str(world / "captions_train.json"), "--images", str(world / "images"),
          "--out", str(out), "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-         "--limit", "8", "--min-count", "1", "--embed-dim", "16", "--hidden-dim", "16", "--no-progress"],
+         "--limit", "8", "--min-count", "1", "--embed-dim", "16", "--hidden-dim", "16", "--no-progress",
+         "--json"],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -228,7 +228,7 @@ def test_the_script_is_a_thin_shell_that_writes_a_loadable_checkpoint(world: Pat
         status = main(["--questions", str(questions), "--annotations", str(annotations), "--images", str(images),
                        "--image-pattern", PATTERN, "--out", str(tmp_path / "ckpt"), "--model", "hiecoatt",
                        "--image-size", "32", "--hidden-dim", "16", "--attention-dim", "16", "--epochs", "1",
-                       "--limit", "16", "--no-progress"])
+                       "--limit", "16", "--no-progress", "--json"])
     assert status == 0
     metrics = json.loads(stdout.getvalue())
     assert metrics["epochs"] == 1 and metrics["train_images"] == 16

@@ -1,7 +1,9 @@
 """The `vlcam` command line: a thin shell over library functions.
 
-A user error (a missing file, a value the model refuses) is one line on stderr and exit
-status 1; argparse's usage errors exit with 2. ``--debug`` shows the traceback instead.
+``vlcam explain`` and ``vlcam demo`` live here; the `train`, `eval`, `data` and `import`
+groups in :mod:`vlcam.commands`. A user error (a missing file, a value the model refuses)
+is one line on stderr and exit status 1; argparse's usage errors exit with 2. ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="explained.png", help="figure path (default: ./explained.png)")
     explain.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto (default: cpu)")
     explain.set_defaults(run=lambda args: _explain(args, explain))
+    from vlcam.commands import data, evaluate, train
+
+    for group in (train, evaluate, data):
+        group.add_commands(sub)
     return parser
 
 

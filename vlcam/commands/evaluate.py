@@ -1,0 +1,228 @@
+"""`vlcam eval pointing|box-ratio|occlusion|human-attention|captions|vqa`: the paper's
+evaluations as resumable runs (under torchrun too) and reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from vlcam.commands._options import finish, load_model, parent
+
+VQA_IMAGE_PATTERN = "COCO_{split}2014_{image_id:012d}.jpg"
+
+
+def add_commands(sub: Any) -> None:
+    """Register the `eval` group's commands on the top-level subparsers `sub`."""
+    group = sub.add_parser("eval", help="the paper's evaluations, resumable and sharded").add_subparsers(
+        dest="what", required=True, metavar="{pointing,box-ratio,occlusion,human-attention,captions,vqa}")
+    run = parent("checkpoint", "images", "out", "limit", "device", "json")
+
+    p = group.add_parser("pointing", parents=[run, parent("method", "layer")],
+                         help="the word-level pointing game (Sec. 8.1.1) as a resumable, shardable run",
+                         description="The word-level pointing game: does each visual word's map peak on its "
+                         "object? Writes items.jsonl as it goes (rerunning resumes), summary.json, a "
+                         "per-category plot; shards over ranks under torchrun.")
+    p.add_argument("--captions", required=True, help="COCO captions JSON")
+    p.add_argument("--instances", required=True, help="COCO instances JSON of the same images")
+    p.add_argument("--word-map", default=None, help="word map JSON (default: the built-in world's when the "
+                   "categories are its own, else COCO's)")
+    p.add_argument("--tolerance", type=int, default=0, help="pixels (0: the paper; 15: Zhang et al.)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random-point baseline, per item")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
+    p.set_defaults(run=_pointing)
+
+    b = group.add_parser("box-ratio", parents=[run], help="caption maps of region phrases: inside over outside",
+                         description="Mean of each region phrase's caption map inside its box over outside "
+                         "(Sec. 8.1; a uniform map scores 1.0).")
+    b.add_argument("--regions", required=True, help='{"regions": [{"image_id", "bbox", "phrase"}]}')
+    b.add_argument("--image-pattern", default="synth_{image_id:06d}.png")
+    b.set_defaults(run=_box_ratio)
+
+    o = group.add_parser("occlusion", parents=[run],
+                         help="rank correlation of Grad-CAM and guided backprop with occlusion maps",
+                         description="Occlusion faithfulness (Sec. 5.3): per visual word (--captions) or "
+                         "per top answer (--questions).")
+    source = o.add_mutually_exclusive_group(required=True)
+    source.add_argument("--captions", help="COCO captions file: explain each visual word")
+    source.add_argument("--questions", help="VQA questions file: explain each top answer")
+    o.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
+    o.add_argument("--word-map", default=None)
+    o.add_argument("--patch", type=int, default=32)
+    o.add_argument("--stride", type=int, default=16)
+    o.add_argument("--fill", type=float, default=0.0)
+    o.add_argument("--batch-size", type=int, default=64)
+    o.set_defaults(run=_occlusion)
+
+    h = group.add_parser("human-attention", parents=[run],
+                         help="rank correlation of answer maps with human attention maps",
+                         description="Rank correlation of answer maps with VQA-HAT-style human attention "
+                         "maps on a common grid (Sec. 8.2).")
+    h.add_argument("--questions", required=True)
+    h.add_argument("--attention", required=True, help="folder of <question_id>.png maps")
+    h.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN)
+    h.add_argument("--grid", type=int, default=14)
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(run=_human_attention)
+
+    c = group.add_parser("captions", parents=[parent("checkpoint", "images", "limit", "device", "method", "json")],
+                         help="caption quality and the word-level pointing game with baselines",
+                         description="Score a captioner on held-out images: caption quality and the "
+                         "word-level pointing game, with centre and random baselines.")
+    c.add_argument("--captions", required=True)
+    c.add_argument("--instances", required=True)
+    c.add_argument("--train-captions", default=None, help="for the most-frequent-caption baseline")
+    c.add_argument("--word-map", default=None)
+    c.add_argument("--tolerance", type=int, nargs="+", default=[0, 15])
+    c.add_argument("--beam-size", type=int, default=1)
+    c.add_argument("--out", required=True, help="report JSON path")
+    c.set_defaults(run=_captions)
+
+    from vlcam.data.vqa import COCO_IMAGE_PATTERN
+    from vlcam.eval.vqa_pointing import ANSWER_CHOICES
+
+    v = group.add_parser("vqa", parents=[parent("images", "limit", "device", "method", "layer", "json")],
+                         help="VQA accuracy against the answer priors, and answer pointing",
+                         description="VQA accuracy against the answer priors, and whether answer maps point "
+                         "at the object asked about.")
+    v.add_argument("--checkpoint", required=True, help="a VQA model (checkpoint folder, transformers folder, ...)")
+    v.add_argument("--questions", required=True, help="VQA v2 questions JSON of the evaluated split")
+    v.add_argument("--annotations", required=True, help="VQA v2 annotations JSON of the evaluated split")
+    v.add_argument("--instances", default=None, help="COCO instances JSON with the questions' objects "
+                   "(object_ids); without it, no pointing game")
+    v.add_argument("--image-pattern", default=COCO_IMAGE_PATTERN)
+    v.add_argument("--train-questions", default=None, help="training questions, for the answer priors")
+    v.add_argument("--train-annotations", default=None, help="training annotations, for the answer priors")
+    v.add_argument("--answer", choices=ANSWER_CHOICES, default="predicted", help="which answer's map points")
+    v.add_argument("--question-types", default=None, help="comma-separated question types to point with, e.g. "
+                   "'what color is the,what shape is the' (default: all single-object questions)")
+    v.add_argument("--tolerance", type=int, default=0, help="pixels a peak may miss the mask by")
+    v.add_argument("--out", default=None, help="write the full report (with every item) here")
+    v.add_argument("--items", action="store_true", help="also print every pointing item (with --json)")
+    v.set_defaults(run=_vqa)
+
+
+def _word_map(path: str | None, instances: str | None = None) -> Any:
+    from vlcam.data.wordmap import WordMap
+
+    if path:
+        return WordMap.from_file(path)
+    synthetic = WordMap.builtin("synthetic")
+    if instances is None:
+        return synthetic
+    names = {c["name"] for c in json.loads(Path(instances).read_text(encoding="utf-8"))["categories"]}
+    return synthetic if names <= {c["name"] for c in synthetic.categories} else WordMap.builtin("coco")
+
+
+def _run_device(device: str) -> str:
+    """Return `device` with "auto" under torchrun resolved to this rank's GPU."""
+    import os
+
+    if device == "auto" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+def _pointing(args: argparse.Namespace) -> int:
+    from vlcam.eval.pointing import run_pointing_game
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    summary = run_pointing_game(
+        args.out, model, args.captions, args.instances, args.images, _word_map(args.word_map, args.instances),
+        method=args.method, layer=args.layer, tolerance=args.tolerance, limit=args.limit, seed=args.seed,
+        num_workers=args.workers,
+    )
+    if summary is None:  # another rank merges and reports
+        return 0
+    return finish({k: v for k, v in summary.items() if k != "per_category"}, args,
+                  f"pointing game: {args.out}/summary.json")
+
+
+def _box_ratio(args: argparse.Namespace) -> int:
+    from vlcam.eval.faithfulness import run_box_ratio
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    summary = run_box_ratio(args.out, model, args.regions, args.images, image_pattern=args.image_pattern,
+                            limit=args.limit)
+    return 0 if summary is None else finish(summary, args, f"box ratio: {args.out}/summary.json")
+
+
+def _occlusion(args: argparse.Namespace) -> int:
+    from vlcam.eval.faithfulness import run_answer_occlusion, run_caption_occlusion
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    if args.questions:
+        summary = run_answer_occlusion(args.out, model, args.questions, args.images, image_pattern=args.image_pattern,
+                                       patch=args.patch, stride=args.stride, fill=args.fill,
+                                       batch_size=args.batch_size, limit=args.limit)
+    else:
+        summary = run_caption_occlusion(args.out, model, args.captions, args.images, _word_map(args.word_map),
+                                        patch=args.patch, stride=args.stride, fill=args.fill,
+                                        batch_size=args.batch_size, limit=args.limit)
+    return 0 if summary is None else finish(summary, args, f"occlusion: {args.out}/summary.json")
+
+
+def _human_attention(args: argparse.Namespace) -> int:
+    from vlcam.eval.faithfulness import run_human_attention
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    summary = run_human_attention(args.out, model, args.questions, args.images, args.attention,
+                                  image_pattern=args.image_pattern, grid=args.grid, seed=args.seed,
+                                  limit=args.limit)
+    return 0 if summary is None else finish(summary, args, f"human attention: {args.out}/summary.json")
+
+
+def _captions(args: argparse.Namespace) -> int:
+    from vlcam.data.coco import read_coco_captions
+    from vlcam.eval.captions import caption_quality
+    from vlcam.eval.pointing import caption_pointing_game
+
+    model = load_model(args.checkpoint, args.device)
+    word_map = _word_map(args.word_map)
+    baseline = read_coco_captions(args.train_captions) if args.train_captions else ()
+    report: dict[str, Any] = {"quality": caption_quality(model, args.captions, args.images,
+                                                         baseline_captions=baseline, beam_size=args.beam_size,
+                                                         limit=args.limit)}
+    for tolerance in args.tolerance:
+        game = caption_pointing_game(model, args.captions, args.instances, args.images, word_map,
+                                     tolerance=tolerance, method=args.method, limit=args.limit)
+        game.pop("items")
+        report[f"pointing_tolerance_{tolerance}"] = game
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return finish(report, args, f"captioner evaluation: {args.out}")
+
+
+def _vqa(args: argparse.Namespace) -> int:
+    from vlcam.data.vqa import prior_accuracy, read_vqa
+    from vlcam.eval.vqa_pointing import answer_pointing_game
+    from vlcam.train.vqa import evaluate_vqa
+
+    model = load_model(args.checkpoint, args.device)
+    items = read_vqa(args.questions, args.annotations, args.images, image_pattern=args.image_pattern,
+                     limit=args.limit)
+    accuracy = evaluate_vqa(model, items)
+    report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "model": type(model).__name__,
+                              "accuracy": {k: v for k, v in accuracy.items() if k != "predictions"}}
+    if args.train_questions and args.train_annotations:
+        train = read_vqa(args.train_questions, args.train_annotations, args.images,
+                         image_pattern=args.image_pattern, check_images=False)
+        report["prior"] = prior_accuracy(train, items)
+    if args.instances:
+        report["pointing"] = answer_pointing_game(
+            model, args.questions, args.annotations, args.instances, args.images,
+            image_pattern=args.image_pattern, limit=args.limit, answer=args.answer, method=args.method,
+            layer=args.layer, tolerance=args.tolerance,
+            question_types=args.question_types.split(",") if args.question_types else None,
+        )
+        report["pointing"]["layer"] = args.layer or model.default_layer
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not args.items and "pointing" in report:
+        report["pointing"] = {k: v for k, v in report["pointing"].items() if k != "items"}
+    return finish(report, args, "VQA evaluation" + (f": {args.out}" if args.out else ""))

@@ -1,0 +1,135 @@
+"""`vlcam train captioner|vqa|hf-captioner`: training runs that resume when interrupted."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vlcam.commands._options import finish, parent
+
+_VQA_OPTIONS = {"embed_dim": int, "hidden_dim": int, "common_dim": int, "mlp_dim": int,
+                "attention_dim": int, "dropout": float}
+
+
+def add_commands(sub: Any) -> None:
+    """Register the `train` group's commands on the top-level subparsers `sub`."""
+    group = sub.add_parser("train", help="train a captioner or a VQA model (runs resume)").add_subparsers(
+        dest="what", required=True, metavar="{captioner,vqa,hf-captioner}")
+    shared = parent("images", "out", "limit", "device", "json")
+
+    c = group.add_parser("captioner", parents=[shared], help="Show-and-Tell on COCO-format captions",
+                         description="Train Show-and-Tell on a COCO-format captions file; the same command "
+                         "again resumes an interrupted run.")
+    c.add_argument("--captions", required=True, help="COCO captions JSON of the training split")
+    c.add_argument("--backbone", default="compact", help="compact, a torchvision CNN, or timm:<name>")
+    c.add_argument("--pretrained", action="store_true", help="start the backbone from ImageNet weights")
+    c.add_argument("--image-size", type=int, default=128)
+    c.add_argument("--embed-dim", type=int, default=256)
+    c.add_argument("--hidden-dim", type=int, default=512)
+    c.add_argument("--dropout", type=float, default=0.0)
+    c.add_argument("--pool", choices=["avg", "max"], default="avg", help="global pooling of the conv map")
+    c.add_argument("--epochs", type=int, default=10)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--val-captions", default=None, help="COCO captions JSON for validation")
+    c.add_argument("--min-count", type=int, default=5, help="keep words seen at least this often")
+    c.add_argument("--num-workers", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(run=_captioner)
+
+    from vlcam.data.vqa import COCO_IMAGE_PATTERN
+    from vlcam.train.vqa import MODELS
+
+    v = group.add_parser("vqa", parents=[shared], help="LSTM+CNN or co-attention VQA on VQA-v2-format files",
+                         description="Train the LSTM+CNN or the co-attention VQA model on VQA-v2-format "
+                         "files, reporting the official VQA accuracy each epoch; runs resume.")
+    v.add_argument("--questions", required=True, help="VQA v2 questions JSON of the training split")
+    v.add_argument("--annotations", required=True, help="VQA v2 annotations JSON of the training split")
+    v.add_argument("--image-pattern", default=COCO_IMAGE_PATTERN,
+                   help=f"image file names over {{image_id}}, {{split}}, {{data_subtype}} "
+                        f"(default {COCO_IMAGE_PATTERN!r})")
+    v.add_argument("--model", choices=sorted(MODELS), default="lstm-cnn")
+    v.add_argument("--backbone", default=None, help="lstm-cnn: compact (default), a torchvision CNN, or "
+                   "timm:<name>; hiecoatt: small_resnet (default) or a torchvision resnet*")
+    v.add_argument("--pretrained", action="store_true", help="start the backbone from ImageNet weights")
+    v.add_argument("--image-size", type=int, default=128)
+    v.add_argument("--top-k", type=int, default=1000, help="answer vocabulary: the most common answers")
+    v.add_argument("--min-count", type=int, default=1, help="keep question words seen at least this often")
+    for name, kind in _VQA_OPTIONS.items():
+        v.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help="model option (default: the model's)")
+    v.add_argument("--epochs", type=int, default=10)
+    v.add_argument("--batch-size", type=int, default=32, help="images per batch, each with all its questions")
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--val-questions", default=None, help="questions JSON for validation")
+    v.add_argument("--val-annotations", default=None, help="annotations JSON for validation")
+    v.add_argument("--num-workers", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(run=_vqa)
+
+    h = group.add_parser("hf-captioner", parents=[shared], help="a small ViT + GPT-2 captioner, from scratch",
+                         description="Train a small ViT + GPT-2 VisionEncoderDecoderModel captioner from "
+                         "scratch (a transformers folder vlcam.load wraps), to evaluate the Hugging Face "
+                         "path without downloads.")
+    h.add_argument("--captions", required=True, help="COCO captions JSON of the training split")
+    h.add_argument("--image-size", type=int, default=128)
+    h.add_argument("--patch-size", type=int, default=8)
+    h.add_argument("--width", type=int, default=128)
+    h.add_argument("--layers", type=int, default=4, help="blocks of the encoder and of the decoder")
+    h.add_argument("--epochs", type=int, default=30)
+    h.add_argument("--batch-size", type=int, default=32)
+    h.add_argument("--lr", type=float, default=5e-4)
+    h.add_argument("--val-captions", default=None, help="COCO captions JSON for validation")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h.set_defaults(run=_hf_captioner)
+
+
+def _device(args: argparse.Namespace) -> str:
+    from vlcam.devices import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def _captioner(args: argparse.Namespace) -> int:
+    from vlcam.train.captioner import train_captioner
+
+    metrics = train_captioner(
+        args.captions, args.images, args.out,
+        backbone=args.backbone, pretrained=args.pretrained, image_size=args.image_size,
+        embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=_device(args),
+        val_captions=args.val_captions, min_count=args.min_count, num_workers=args.num_workers,
+        limit=args.limit, seed=args.seed, progress=not args.no_progress,
+    )
+    return finish(metrics, args, f"captioner trained: {args.out}")
+
+
+def _vqa(args: argparse.Namespace) -> int:
+    from vlcam.train.vqa import train_vqa
+
+    options = {k: getattr(args, k) for k in _VQA_OPTIONS if getattr(args, k) is not None}
+    metrics = train_vqa(
+        args.questions, args.annotations, args.images, args.out,
+        model=args.model, backbone=args.backbone, pretrained=args.pretrained,
+        image_pattern=args.image_pattern, image_size=args.image_size, top_k=args.top_k,
+        min_count=args.min_count, model_options=options, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, device=_device(args),
+        val_questions=args.val_questions, val_annotations=args.val_annotations,
+        num_workers=args.num_workers, limit=args.limit, seed=args.seed, progress=not args.no_progress,
+    )
+    return finish(metrics, args, f"{args.model} VQA model trained: {args.out}")
+
+
+def _hf_captioner(args: argparse.Namespace) -> int:
+    from vlcam.train.hf_captioner import train_hf_captioner
+
+    metrics = train_hf_captioner(
+        args.captions, args.images, args.out, image_size=args.image_size, patch_size=args.patch_size,
+        width=args.width, layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        device=_device(args), val_captions=args.val_captions, seed=args.seed, limit=args.limit,
+        progress=not args.no_progress,
+    )
+    return finish(metrics, args, f"ViT + GPT-2 captioner trained: {args.out}")
