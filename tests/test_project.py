@@ -52,8 +52,13 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert tests in ci.splitlines(), "CI must run README's test command verbatim"
 
 
-def test_console_script_is_installed():
+def test_console_script_is_installed(tmp_path):
     exe = shutil.which("vlcam") or str(Path(sys.executable).with_name("vlcam"))
     done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "demo" in done.stdout
+    for group in ("demo", "explain", "train", "eval", "data", "import"):
+        assert group in done.stdout
+    # Outside the checkout, as a pip-installed user runs it.
+    done = subprocess.run([exe, "eval", "pointing", "--help"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and "--tolerance" in done.stdout and "--device" in done.stdout, done.stderr

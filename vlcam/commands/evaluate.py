@@ -16,7 +16,8 @@ VQA_IMAGE_PATTERN = "COCO_{split}2014_{image_id:012d}.jpg"
 def add_commands(sub: Any) -> None:
     """Register the `eval` group's commands on the top-level subparsers `sub`."""
     group = sub.add_parser("eval", help="the paper's evaluations, resumable and sharded").add_subparsers(
-        dest="what", required=True, metavar="{pointing,box-ratio,occlusion,human-attention,captions,vqa}")
+        dest="what", required=True,
+        metavar="{pointing,box-ratio,occlusion,human-attention,deletion,captions,vqa}")
     run = parent("checkpoint", "images", "out", "limit", "device", "json")
 
     p = group.add_parser("pointing", parents=[run, parent("method", "layer")],
@@ -54,6 +55,25 @@ def add_commands(sub: Any) -> None:
     o.add_argument("--fill", type=float, default=0.0)
     o.add_argument("--batch-size", type=int, default=64)
     o.set_defaults(run=_occlusion)
+
+    d = group.add_parser("deletion", parents=[run],
+                         help="deletion and insertion AUCs (RISE) of Grad-CAM, Guided Grad-CAM and occlusion",
+                         description="Deletion and insertion curves: the word's (or answer's) score as the "
+                         "input's pixels are replaced by a blurred copy (or restored from it) in map order, "
+                         "for Grad-CAM, Guided Grad-CAM, occlusion and a random order; batched, resumable.")
+    source = d.add_mutually_exclusive_group(required=True)
+    source.add_argument("--captions", help="COCO captions file: explain each visual word")
+    source.add_argument("--questions", help="VQA questions file: explain each top answer")
+    d.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
+    d.add_argument("--word-map", default=None)
+    d.add_argument("--steps", type=int, default=20, help="points per curve, after the first")
+    d.add_argument("--sigma", type=float, default=None, help="blur of the baseline in pixels (default: side / 16)")
+    d.add_argument("--patch", type=int, default=32, help="occlusion square side")
+    d.add_argument("--stride", type=int, default=16, help="occlusion grid step")
+    d.add_argument("--fill", type=float, default=0.0, help="occlusion value (normalised input)")
+    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--seed", type=int, default=0, help="seeds the random orders")
+    d.set_defaults(run=_deletion)
 
     h = group.add_parser("human-attention", parents=[run],
                          help="rank correlation of answer maps with human attention maps",
@@ -164,6 +184,23 @@ def _occlusion(args: argparse.Namespace) -> int:
                                         patch=args.patch, stride=args.stride, fill=args.fill,
                                         batch_size=args.batch_size, limit=args.limit)
     return 0 if summary is None else finish(summary, args, f"occlusion: {args.out}/summary.json")
+
+
+def _deletion(args: argparse.Namespace) -> int:
+    from vlcam.adapters import AnswerModel, Captioner
+    from vlcam.data.wordmap import WordMap
+    from vlcam.eval.deletion import run_deletion
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    kind, needed = ("--questions", AnswerModel) if args.questions else ("--captions", Captioner)
+    if not isinstance(model, needed):
+        raise TypeError(f"{kind} needs a {needed.__name__}; {type(model).__name__} is not one")
+    word_map = WordMap.from_file(args.word_map) if args.word_map else None
+    summary = run_deletion(args.out, model, args.captions or args.questions, args.images, word_map,
+                           image_pattern=args.image_pattern, steps=args.steps, batch_size=args.batch_size,
+                           sigma=args.sigma, patch=args.patch, stride=args.stride, fill=args.fill,
+                           seed=args.seed, limit=args.limit)
+    return 0 if summary is None else finish(summary, args, f"deletion and insertion: {args.out}/summary.json")
 
 
 def _human_attention(args: argparse.Namespace) -> int:
