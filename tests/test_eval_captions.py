@@ -46,7 +46,8 @@ def test_tolerance_grows_the_mask_by_a_disc():
 
 def test_summary_pools_hits_and_reports_baselines_per_category():
     def item(cat, hit, center, rate):
-        return PointingItem(1, 1, 0, cat, 1 if cat == "ball" else 2, cat, (0, 0), hit, center, rate)
+        return PointingItem(1, 1, 0, cat, 1 if cat == "ball" else 2, cat, (0, 0), hit, center, rate,
+                            difficult=cat == "box")
 
     items = [item("ball", True, False, 0.1), item("ball", False, True, 0.3), item("box", True, False, 0.2)]
     s = summarize(items, {"not_annotated": 4})
@@ -56,3 +57,4 @@ def test_summary_pools_hits_and_reports_baselines_per_category():
     assert s["mean_category_accuracy"] == pytest.approx(0.75)
     assert s["baselines"] == {"center": pytest.approx(1 / 3), "random": pytest.approx(0.2)}
     assert s["not_annotated"] == 4
+    assert s["difficult"] == {"words": 1, "accuracy": 1.0, "mean_category_accuracy": 1.0, "center": 0.0}

@@ -84,3 +84,20 @@ def test_the_explained_layer_can_be_chosen(world, tmp_path):
     peaks = [[json.loads(line).get("peak") for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
              for name in ("default", "block4")]
     assert peaks[0] != peaks[1]  # another layer, other maps
+
+
+def test_the_difficult_set_is_small_objects_among_other_categories():
+    import numpy as np
+
+    from vlcam.eval.pointing import is_difficult, pointing_scores
+
+    small, large = np.zeros((10, 10), bool), np.ones((10, 10), bool)
+    small[:2, :2] = True
+    assert is_difficult({1: small, 2: large}, 1) and not is_difficult({1: large, 2: small}, 1)
+    assert not is_difficult({1: small}, 1)  # alone in the image: not difficult, however small
+    words = [{"category": "ball", "hit": True, "center_hit": False, "random_hit_rate": 0.1, "difficult": True},
+             {"category": "ball", "hit": False, "center_hit": True, "random_hit_rate": 0.1, "difficult": False},
+             {"category": "box", "hit": False, "center_hit": False, "random_hit_rate": 0.1, "difficult": True}]
+    scores = pointing_scores(words)
+    assert scores["difficult"] == {"words": 2, "accuracy": 0.5, "mean_category_accuracy": 0.5, "center": 0.0}
+    assert scores["mean_category_accuracy"] == 0.25  # ball 1/2, box 0/1: the mean over categories

@@ -39,6 +39,19 @@ class PointingItem:
     hit: bool
     center_hit: bool
     random_hit_rate: float
+    difficult: bool  # Zhang et al.'s difficult set: see is_difficult
+
+
+# Zhang et al. (2016) and TorchRay: the target covers less than a quarter of the image, and
+# another category is present.
+DIFFICULT_AREA = 0.25
+
+
+def is_difficult(masks: Mapping[int, np.ndarray], category_id: int) -> bool:
+    """Whether a word of `category_id` is in the pointing game's difficult set for an image with
+    these category `masks`: the category covers under DIFFICULT_AREA of the image and another
+    category is present (Zhang et al., "Top-down neural attention by excitation backprop")."""
+    return len(masks) > 1 and float(masks[category_id].mean()) < DIFFICULT_AREA
 
 
 def disc_grown(mask: np.ndarray, tolerance: int) -> np.ndarray:
@@ -147,6 +160,7 @@ def iter_caption_pointing(
                 hit=bool(region[row, col]),
                 center_hit=bool(region[center]),
                 random_hit_rate=float(region.mean()),
+                difficult=is_difficult(masks, match.category_id),
             )
 
 
@@ -178,14 +192,32 @@ def pointing_scores(words: Sequence[Mapping[str, Any]], *,
     }
     if random_baseline == "seeded":
         baselines.update(random=sum(w["random_hit"] for w in words) / n if n else None, random_expected=expected)
-    return {
+    scores = {
         "accuracy": hits / n if n else None,
         "hits": hits,
         "misses": n - hits,
-        "mean_category_accuracy": float(np.mean([np.mean(v) for v in per_cat.values()])) if per_cat else None,
+        "mean_category_accuracy": _category_mean(per_cat),
         "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
         "baselines": baselines,
     }
+    if all("difficult" in w for w in words):
+        # TorchRay reports the per-category mean on all words and on the difficult set.
+        hard = [w for w in words if w["difficult"]]
+        hard_cat: dict[str, list[bool]] = defaultdict(list)
+        for w in hard:
+            hard_cat[w["category"]].append(w["hit"])
+        scores["difficult"] = {
+            "words": len(hard),
+            "accuracy": sum(w["hit"] for w in hard) / len(hard) if hard else None,
+            "mean_category_accuracy": _category_mean(hard_cat),
+            "center": sum(w["center_hit"] for w in hard) / len(hard) if hard else None,
+        }
+    return scores
+
+
+def _category_mean(per_category: Mapping[str, list[bool]]) -> float | None:
+    """Return the mean over categories of each category's hit rate (TorchRay's convention)."""
+    return float(np.mean([np.mean(v) for v in per_category.values()])) if per_category else None
 
 
 def summarize(items: list[PointingItem], counts: dict[str, Any] | None = None,
@@ -281,6 +313,7 @@ def run_pointing_game(
                 "center_hit": bool(region[h // 2, w // 2]),
                 "random_hit": _random_point_hit(region, seed, key),
                 "random_hit_rate": float(region.mean()),
+                "difficult": is_difficult(masks, match.category_id),
                 "box": None if box is None else list(box),
                 "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
                 if box is not None else 0.0,
