@@ -17,7 +17,7 @@ def add_commands(sub: Any) -> None:
     """Register the `eval` group's commands on the top-level subparsers `sub`."""
     group = sub.add_parser("eval", help="the paper's evaluations, resumable and sharded").add_subparsers(
         dest="what", required=True,
-        metavar="{pointing,box-ratio,occlusion,human-attention,deletion,captions,vqa}")
+        metavar="{pointing,box-ratio,occlusion,human-attention,deletion,sanity,captions,vqa}")
     run = parent("checkpoint", "images", "out", "limit", "device", "json")
 
     p = group.add_parser("pointing", parents=[run, parent("method", "layer")],
@@ -74,6 +74,20 @@ def add_commands(sub: Any) -> None:
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--seed", type=int, default=0, help="seeds the random orders")
     d.set_defaults(run=_deletion)
+
+    z = group.add_parser("sanity", parents=[run, parent("layer")],
+                         help="model-randomisation sanity check (Adebayo et al. 2018)",
+                         description="Cascading and independent randomisation of the model's blocks (in a "
+                         "copy): rank correlation and SSIM of Grad-CAM, guided backprop and Guided Grad-CAM "
+                         "maps with the trained model's, per randomised block; sanity.png like Adebayo et "
+                         "al.'s Fig. 2.")
+    source = z.add_mutually_exclusive_group(required=True)
+    source.add_argument("--captions", help="COCO captions file: explain each visual word")
+    source.add_argument("--questions", help="VQA questions file: explain each top answer")
+    z.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
+    z.add_argument("--word-map", default=None)
+    z.add_argument("--seed", type=int, default=0, help="seeds the random weights of every block")
+    z.set_defaults(run=_sanity)
 
     h = group.add_parser("human-attention", parents=[run],
                          help="rank correlation of answer maps with human attention maps",
@@ -201,6 +215,18 @@ def _deletion(args: argparse.Namespace) -> int:
                            sigma=args.sigma, patch=args.patch, stride=args.stride, fill=args.fill,
                            seed=args.seed, limit=args.limit)
     return 0 if summary is None else finish(summary, args, f"deletion and insertion: {args.out}/summary.json")
+
+
+def _sanity(args: argparse.Namespace) -> int:
+    from vlcam.data.wordmap import WordMap
+    from vlcam.eval.sanity import run_sanity
+
+    model = load_model(args.checkpoint, _run_device(args.device))
+    word_map = WordMap.from_file(args.word_map) if args.word_map else None
+    summary = run_sanity(args.out, model, args.captions, args.images, questions_json=args.questions,
+                         image_pattern=args.image_pattern, word_map=word_map, layer=args.layer, seed=args.seed,
+                         limit=args.limit)
+    return 0 if summary is None else finish(summary, args, f"sanity check: {args.out}/summary.json")
 
 
 def _human_attention(args: argparse.Namespace) -> int:
