@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import warnings
 
 import numpy as np
@@ -217,3 +218,12 @@ def test_any_input_gives_a_valid_explanation_or_a_clear_error(model, caption, im
     assert e.word_maps.shape == (len(e.tokens), *size)
     assert torch.isfinite(e.caption_map).all() and torch.isfinite(e.word_maps).all()
     assert torch.isfinite(e.token_logprobs).all()
+
+
+def test_an_explanation_shows_itself_in_a_notebook(model):
+    e = vlcam.explain_caption(model, np.zeros((40, 60, 3), dtype=np.uint8) + 128, CAPTION, words=[1])
+    png = e._repr_png_()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    page = e._repr_html_()
+    assert page.count("<img") == 1 and "data:image/png;base64," in page
+    assert "WordLogProb(1)" in page and html.escape(f"'{e.tokens[1]}' (word 1)") in page and e.layer in page

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +85,22 @@ class Explanation:
     def save(self, path: str | Path, dpi: int = 100) -> Path:
         """Return `path` after drawing :meth:`plot` into it."""
         return save_figure(self.plot(), path, dpi=dpi)
+
+    def _repr_png_(self) -> bytes:
+        """Return the figure as PNG bytes: how a notebook shows an explanation."""
+        buffer = io.BytesIO()
+        self.plot().savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        return buffer.getvalue()
+
+    def _repr_html_(self) -> str:
+        """Return the figure and a table of each map's target, title and peak, as HTML."""
+        _, titles, suptitle = self.panels()
+        image = base64.b64encode(self._repr_png_()).decode("ascii")
+        rows = "".join(f"<tr><td>{html.escape(repr(t))}</td><td>{html.escape(title)}</td><td>{peak}</td></tr>"
+                       for t, title, peak in zip(self.targets, titles, self.peaks()))
+        return (f"<div><p><b>{html.escape(suptitle)}</b> ({html.escape(self.method)} at "
+                f"<code>{html.escape(self.layer)}</code>)</p><img src=\"data:image/png;base64,{image}\"/>"
+                f"<table><tr><th>target</th><th>map</th><th>peak (row, col)</th></tr>{rows}</table></div>")
 
 
 def check_method(method: object) -> str:
