@@ -97,6 +97,13 @@ def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from vlcam.eval.report import write_report
+
+    print(f"report: {write_report(args.run_dir, title=args.title)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlcam", description="Grad-CAM explanations for image-captioning and VQA models."
@@ -140,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in (train, evaluate, data):
         group.add_commands(sub)
+    report = sub.add_parser("report", help="write one self-contained HTML page for an evaluation run",
+                            description="Write RUN_DIR/report.html: the summary table, the run's plots "
+                            "(per-category bars, sanity, deletion), its best, worst and random words, and "
+                            "its example overlays, every image embedded.")
+    report.add_argument("run_dir", help="the --out folder of a finished vlcam eval run")
+    report.add_argument("--title", default=None)
+    report.set_defaults(run=_report)
     return parser
 
 

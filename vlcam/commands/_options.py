@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 Command = Callable[[argparse.Namespace], int]
@@ -35,6 +35,8 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], Any]] = {
     "method": lambda p: p.add_argument("--method", default="gradcam", choices=METHODS),
     "json": lambda p: p.add_argument("--json", action="store_true",
                                      help="print the result as JSON instead of a table"),
+    "html": lambda p: p.add_argument("--html", action="store_true",
+                                     help="also write the run's self-contained report.html (vlcam report)"),
 }
 
 
@@ -66,7 +68,9 @@ def finish(result: Mapping[str, Any], args: argparse.Namespace, title: str, stre
 def summary_table(result: Mapping[str, Any], title: str) -> str:
     """Return the scalar entries of `result` (nested dicts as dotted keys) as an aligned table,
     at most TABLE_ROWS rows; lists (items, figures) are left to the files."""
-    rows = list(_scalars(result, ""))
+    from vlcam.eval.report import flat_scalars
+
+    rows = list(flat_scalars(result))
     shown = rows[:TABLE_ROWS]
     width = max((len(k) for k, _ in shown), default=0)
     lines = [title, "-" * max(len(title), 20)]
@@ -74,15 +78,6 @@ def summary_table(result: Mapping[str, Any], title: str) -> str:
     if len(rows) > TABLE_ROWS:
         lines.append(f"... {len(rows) - TABLE_ROWS} more entries (--json shows all)")
     return "\n".join(lines)
-
-
-def _scalars(value: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping):
-            yield from _scalars(item, name + ".")
-        elif item is None or isinstance(item, (str, int, float, bool)):
-            yield name, item
 
 
 def _format(value: Any) -> str:

@@ -18,7 +18,7 @@ def add_commands(sub: Any) -> None:
     group = sub.add_parser("eval", help="the paper's evaluations, resumable and sharded").add_subparsers(
         dest="what", required=True,
         metavar="{pointing,box-ratio,occlusion,human-attention,deletion,sanity,captions,vqa}")
-    run = parent("checkpoint", "images", "out", "limit", "device", "json")
+    run = parent("checkpoint", "images", "out", "limit", "device", "json", "html")
 
     p = group.add_parser("pointing", parents=[run, parent("method", "layer")],
                          help="the word-level pointing game (Sec. 8.1.1) as a resumable, shardable run",
@@ -137,6 +137,18 @@ def add_commands(sub: Any) -> None:
     v.set_defaults(run=_vqa)
 
 
+def _finish_run(summary: dict[str, Any] | None, args: argparse.Namespace, title: str) -> int:
+    """Print a run's summary (None on ranks other than 0, which print nothing); with --html,
+    write the run's report.html first."""
+    if summary is None:
+        return 0
+    if args.html:
+        from vlcam.eval.report import write_report
+
+        title += f"\nreport: {write_report(args.out)}"
+    return finish(summary, args, title)
+
+
 def _word_map(path: str | None, instances: str | None = None) -> Any:
     from vlcam.data.wordmap import WordMap
 
@@ -170,10 +182,8 @@ def _pointing(args: argparse.Namespace) -> int:
         method=args.method, layer=args.layer, tolerance=args.tolerance, limit=args.limit, seed=args.seed,
         num_workers=args.workers,
     )
-    if summary is None:  # another rank merges and reports
-        return 0
-    return finish({k: v for k, v in summary.items() if k != "per_category"}, args,
-                  f"pointing game: {args.out}/summary.json")
+    shown = None if summary is None else {k: v for k, v in summary.items() if k != "per_category"}
+    return _finish_run(shown, args, f"pointing game: {args.out}/summary.json")
 
 
 def _box_ratio(args: argparse.Namespace) -> int:
@@ -182,7 +192,7 @@ def _box_ratio(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, _run_device(args.device))
     summary = run_box_ratio(args.out, model, args.regions, args.images, image_pattern=args.image_pattern,
                             limit=args.limit)
-    return 0 if summary is None else finish(summary, args, f"box ratio: {args.out}/summary.json")
+    return _finish_run(summary, args, f"box ratio: {args.out}/summary.json")
 
 
 def _occlusion(args: argparse.Namespace) -> int:
@@ -197,7 +207,7 @@ def _occlusion(args: argparse.Namespace) -> int:
         summary = run_caption_occlusion(args.out, model, args.captions, args.images, _word_map(args.word_map),
                                         patch=args.patch, stride=args.stride, fill=args.fill,
                                         batch_size=args.batch_size, limit=args.limit)
-    return 0 if summary is None else finish(summary, args, f"occlusion: {args.out}/summary.json")
+    return _finish_run(summary, args, f"occlusion: {args.out}/summary.json")
 
 
 def _deletion(args: argparse.Namespace) -> int:
@@ -214,7 +224,7 @@ def _deletion(args: argparse.Namespace) -> int:
                            image_pattern=args.image_pattern, steps=args.steps, batch_size=args.batch_size,
                            sigma=args.sigma, patch=args.patch, stride=args.stride, fill=args.fill,
                            seed=args.seed, limit=args.limit)
-    return 0 if summary is None else finish(summary, args, f"deletion and insertion: {args.out}/summary.json")
+    return _finish_run(summary, args, f"deletion and insertion: {args.out}/summary.json")
 
 
 def _sanity(args: argparse.Namespace) -> int:
@@ -226,7 +236,7 @@ def _sanity(args: argparse.Namespace) -> int:
     summary = run_sanity(args.out, model, args.captions, args.images, questions_json=args.questions,
                          image_pattern=args.image_pattern, word_map=word_map, layer=args.layer, seed=args.seed,
                          limit=args.limit)
-    return 0 if summary is None else finish(summary, args, f"sanity check: {args.out}/summary.json")
+    return _finish_run(summary, args, f"sanity check: {args.out}/summary.json")
 
 
 def _human_attention(args: argparse.Namespace) -> int:
@@ -236,7 +246,7 @@ def _human_attention(args: argparse.Namespace) -> int:
     summary = run_human_attention(args.out, model, args.questions, args.images, args.attention,
                                   image_pattern=args.image_pattern, grid=args.grid, seed=args.seed,
                                   limit=args.limit)
-    return 0 if summary is None else finish(summary, args, f"human attention: {args.out}/summary.json")
+    return _finish_run(summary, args, f"human attention: {args.out}/summary.json")
 
 
 def _captions(args: argparse.Namespace) -> int:
