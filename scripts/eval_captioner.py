@@ -1,4 +1,4 @@
-"""Score a captioner on held-out images: caption quality and the word-level pointing game.
+"""Score a captioner on held-out images: the COCO caption metrics and the word-level pointing game.
 
     python scripts/eval_captioner.py --captions world/captions_val.json \
         --instances world/instances_val.json --images world/images \
@@ -6,7 +6,9 @@
         [--word-map MAP.json] [--tolerance 0 15] [--limit N] --out report.json
 
 Without --checkpoint it scores the shipped built-in-world captioner; without --word-map it
-uses the built-in world's map.
+uses the built-in world's map. Caption quality is CIDEr-D, BLEU-1..4, METEOR, ROUGE-L (the
+official COCO caption evaluation, pycocoevalcap) and exact match, with --train-captions also for
+the most-frequent-caption baseline; METEOR needs java on PATH.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    quality = report["quality"]
+    line = f"CIDEr-D {quality['model']['cider']:.3f} on {quality['images']} images"
+    if "baseline_most_frequent" in quality:
+        line += f" (most frequent caption: {quality['baseline_most_frequent']['cider']:.3f})"
+    print(line)
     return 0
 
 
