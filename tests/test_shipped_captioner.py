@@ -56,6 +56,7 @@ def test_captions_beat_the_most_frequent_training_caption(model, heldout, tmp_pa
                              baseline_captions=captions)
     assert report["model"]["bleu4"] > 0.2
     assert report["model"]["bleu4"] > 3 * report["baseline_most_frequent"]["bleu4"]
+    assert report["model"]["cider"] > 3 * report["baseline_most_frequent"]["cider"]
 
 
 def test_word_maps_point_at_their_objects(model, heldout):

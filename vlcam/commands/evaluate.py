@@ -101,9 +101,12 @@ def add_commands(sub: Any) -> None:
     h.set_defaults(run=_human_attention)
 
     c = group.add_parser("captions", parents=[parent("checkpoint", "images", "limit", "device", "method", "json")],
-                         help="caption quality and the word-level pointing game with baselines",
-                         description="Score a captioner on held-out images: caption quality and the "
-                         "word-level pointing game, with centre and random baselines.")
+                         help="the COCO caption metrics and the word-level pointing game with baselines",
+                         description="Score a captioner on held-out images: CIDEr-D, BLEU-1..4, METEOR "
+                         "(needs java) and ROUGE-L through pycocoevalcap, the official COCO caption "
+                         "evaluation, and exact match (with --train-captions also for the most frequent "
+                         "training caption); then the word-level pointing game with centre and random "
+                         "baselines.")
     c.add_argument("--captions", required=True)
     c.add_argument("--instances", required=True)
     c.add_argument("--train-captions", default=None, help="for the most-frequent-caption baseline")

@@ -1,51 +1,25 @@
-"""Caption quality: corpus BLEU (Papineni et al. 2002) and exact match against references."""
+"""Caption quality: the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) and exact match.
+
+The metrics are computed by ``pycocoevalcap``, the official COCO caption evaluation, so the
+numbers are the ones captioning papers report. Its tokenizer (Stanford PTBTokenizer) and
+METEOR 1.5 are Java programs: without ``java`` on PATH, vlcam's own tokenizer stands in for
+the first and METEOR is skipped, and the result says so.
+"""
 
 from __future__ import annotations
 
-import math
+import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vlcam.adapters.protocol import Captioner
 
-
-def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
-def corpus_bleu(
-    hypotheses: Sequence[Sequence[str]],
-    references: Sequence[Sequence[Sequence[str]]],
-    max_n: int = 4,
-) -> float:
-    """Return corpus-level BLEU-`max_n` in [0, 1]: clipped n-gram precisions pooled over the
-    corpus, their geometric mean, times the brevity penalty against the closest reference
-    length (ties to the shorter), as in Papineni et al. and the COCO caption evaluation."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
-    if not hypotheses:
-        raise ValueError("no hypotheses to score")
-    matched, total = [0] * max_n, [0] * max_n
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references):
-        if not refs:
-            raise ValueError("every hypothesis needs at least one reference")
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-        for n in range(1, max_n + 1):
-            counts = _ngrams(hyp, n)
-            best: Counter[tuple[str, ...]] = Counter()
-            for ref in refs:
-                best |= _ngrams(ref, n)
-            matched[n - 1] += sum(min(c, best[g]) for g, c in counts.items())
-            total[n - 1] += max(len(hyp) - n + 1, 0)
-    if min(matched) == 0:
-        return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matched, total)) / max_n
-    brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))
-    return brevity * math.exp(log_precision)
+PTB_TOKENIZER = "PTBTokenizer (Stanford CoreNLP 3.4.1, as in the COCO caption evaluation)"
+VLCAM_TOKENIZER = "vlcam.text.tokenize (java is not on PATH, so not the COCO evaluation's PTBTokenizer)"
+METEOR_WITHOUT_JAVA = "java is not on PATH; METEOR 1.5 is a Java program"
 
 
 def exact_match(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> float:
@@ -54,6 +28,72 @@ def exact_match(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
         raise ValueError(f"need as many reference sets as hypotheses, got {len(hypotheses)} and {len(references)}")
     hits = sum(any(list(h) == list(r) for r in refs) for h, refs in zip(hypotheses, references))
     return hits / len(hypotheses)
+
+
+def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Return the COCO caption metrics of one caption per image against that image's references.
+
+    Keys, CIDEr-D first: ``cider``, ``bleu1``..``bleu4``, ``meteor`` (None without Java, the
+    reason in ``meteor_skipped``), ``rouge_l``, ``exact_match``, and ``tokenizer``, which names
+    the tokenizer the scores were computed on. BLEU is corpus-level with the closest reference
+    length; ROUGE-L and CIDEr-D are means over the images, CIDEr-D's idf taken from these
+    references, as in the COCO evaluation. Scores are in [0, 1] except CIDEr-D (in [0, 10]).
+    """
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError(f"need as many reference sets as hypotheses, got {len(hypotheses)} and {len(references)}")
+    empty = [i for i, refs in enumerate(references) if not refs]
+    if empty:
+        raise ValueError(f"every hypothesis needs at least one reference; image {empty[0]} has none")
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    java = shutil.which("java") is not None
+    res, gts = _tokenized(hypotheses, references, java)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores: dict[str, Any] = {"cider": float(Cider().compute_score(gts, res)[0])}
+    scores.update({f"bleu{n}": float(b) for n, b in enumerate(bleu, start=1)})
+    scores["meteor"] = None
+    scores["meteor_skipped"] = METEOR_WITHOUT_JAVA
+    if java:
+        with _meteor() as meteor:
+            scores["meteor"] = float(meteor.compute_score(gts, res)[0])
+        scores["meteor_skipped"] = None
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    scores["exact_match"] = exact_match([res[i][0].split() for i in res], [[r.split() for r in gts[i]] for i in res])
+    scores["tokenizer"] = PTB_TOKENIZER if java else VLCAM_TOKENIZER
+    return scores
+
+
+def _tokenized(hypotheses: Sequence[str], references: Sequence[Sequence[str]], java: bool
+               ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Return (hypotheses, references) keyed by image index, as space-joined lowercase tokens."""
+    if java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        # One call, so one Java start: key -1 - i holds hypothesis i, key i its references.
+        captions = {-1 - i: [{"caption": h}] for i, h in enumerate(hypotheses)}
+        captions.update({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+        tokens = PTBTokenizer().tokenize(captions)
+        return {i: tokens[-1 - i] for i in range(len(hypotheses))}, {i: tokens[i] for i in range(len(references))}
+    from vlcam.text import tokenize
+
+    return ({i: [" ".join(tokenize(h))] for i, h in enumerate(hypotheses)},
+            {i: [" ".join(tokenize(r)) for r in refs] for i, refs in enumerate(references)})
+
+
+@contextmanager
+def _meteor() -> Iterator[Any]:
+    """Yield pycocoevalcap's METEOR scorer; its Java process is ended on exit, not left to the GC."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    meteor = Meteor()
+    try:
+        yield meteor
+    finally:
+        meteor.meteor_p.stdin.close()
+        meteor.meteor_p.kill()
+        meteor.meteor_p.wait()
 
 
 def caption_quality(
@@ -66,7 +106,7 @@ def caption_quality(
     limit: int | None = None,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Return BLEU-1..4 and exact match of the model's captions against each image's references.
+    """Return the COCO caption metrics (:func:`caption_scores`) of the model's captions.
 
     With `baseline_captions` (e.g. the training captions), the trivial baseline, which
     answers every image with the most frequent of them, is scored on the same images.
@@ -76,25 +116,19 @@ def caption_quality(
 
     coco = load_coco(captions_json)
     image_ids = sorted(coco.getImgIds())[:limit]
-    references = [[tokenize(a["caption"]) for a in coco.loadAnns(coco.getAnnIds(imgIds=[i]))] for i in image_ids]
+    references = [[a["caption"] for a in coco.loadAnns(coco.getAnnIds(imgIds=[i]))] for i in image_ids]
     paths = [Path(images_dir) / coco.loadImgs([i])[0]["file_name"] for i in image_ids]
-    hypotheses: list[list[str]] = []
+    hypotheses: list[str] = []
     for start in range(0, len(paths), batch_size):
         batch = model.preprocess(paths[start:start + batch_size])
-        hypotheses += [tokenize(c) for c in model.caption(batch, beam_size=beam_size)]
+        hypotheses += model.caption(batch, beam_size=beam_size)
     result: dict[str, Any] = {
         "images": len(image_ids),
-        "model": _scores(hypotheses, references),
-        "examples": [{"image_id": i, "caption": " ".join(h)} for i, h in list(zip(image_ids, hypotheses))[:10]],
+        "model": caption_scores(hypotheses, references),
+        "examples": [{"image_id": i, "caption": h} for i, h in list(zip(image_ids, hypotheses))[:10]],
     }
     if baseline_captions:
         frequent = Counter(" ".join(tokenize(c)) for c in baseline_captions).most_common(1)[0][0]
         result["most_frequent_caption"] = frequent
-        result["baseline_most_frequent"] = _scores([frequent.split()] * len(references), references)
+        result["baseline_most_frequent"] = caption_scores([frequent] * len(references), references)
     return result
-
-
-def _scores(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
-    scores = {f"bleu{n}": corpus_bleu(hypotheses, references, max_n=n) for n in (1, 2, 3, 4)}
-    scores["exact_match"] = exact_match(hypotheses, references)
-    return scores
