@@ -119,3 +119,17 @@ def test_valid_runs_still_write_their_figures(files, tmp_path, capsys):
     assert main(["explain", str(files["vqa"]), str(files["image"]), "--question", "what color is the ball",
                  "--answer", "red", "--answer", "blue", "--out", str(out)]) == 0
     assert out.is_file() and "red" in capsys.readouterr().out
+
+
+def test_the_eval_commands_run_and_end_with_a_summary_table(tmp_path, capsys):
+    from vlcam.data.synthetic import generate
+
+    world = tmp_path / "world"
+    generate(world, num_images=2, image_size=64, seed=8, val_fraction=1.0, workers=1)
+    common = ["--captions", str(world / "captions_val.json"), "--images", str(world / "images"), "--limit", "1",
+              "--device", "cpu", "--patch", "32", "--stride", "32"]
+    assert main(["eval", "occlusion", *common, "--out", str(tmp_path / "occ")]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("occlusion: ") and "gradcam.mean_rank_correlation" in table
+    assert main(["eval", "deletion", *common, "--steps", "2", "--out", str(tmp_path / "del"), "--json"]) == 0
+    assert '"gradcam"' in capsys.readouterr().out and (tmp_path / "del" / "summary.json").is_file()

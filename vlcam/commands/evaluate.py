@@ -41,51 +41,41 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--image-pattern", default="synth_{image_id:06d}.png")
     b.set_defaults(run=_box_ratio)
 
-    o = group.add_parser("occlusion", parents=[run],
+    # What the occlusion, deletion and sanity runs explain: caption words or top answers.
+    sources = argparse.ArgumentParser(add_help=False)
+    source = sources.add_mutually_exclusive_group(required=True)
+    source.add_argument("--captions", help="COCO captions file: explain each visual word")
+    source.add_argument("--questions", help="VQA questions file: explain each top answer")
+    sources.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
+    sources.add_argument("--word-map", default=None, help="word map JSON (default: the shipped one that fits)")
+    occluding = argparse.ArgumentParser(add_help=False)
+    occluding.add_argument("--patch", type=int, default=32, help="occlusion square side")
+    occluding.add_argument("--stride", type=int, default=16, help="occlusion grid step")
+    occluding.add_argument("--fill", type=float, default=0.0, help="occlusion value (normalised input)")
+    occluding.add_argument("--batch-size", type=int, default=64)
+
+    o = group.add_parser("occlusion", parents=[run, sources, occluding],
                          help="rank correlation of Grad-CAM and guided backprop with occlusion maps",
                          description="Occlusion faithfulness (Sec. 5.3): per visual word (--captions) or "
                          "per top answer (--questions).")
-    source = o.add_mutually_exclusive_group(required=True)
-    source.add_argument("--captions", help="COCO captions file: explain each visual word")
-    source.add_argument("--questions", help="VQA questions file: explain each top answer")
-    o.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
-    o.add_argument("--word-map", default=None)
-    o.add_argument("--patch", type=int, default=32)
-    o.add_argument("--stride", type=int, default=16)
-    o.add_argument("--fill", type=float, default=0.0)
-    o.add_argument("--batch-size", type=int, default=64)
     o.set_defaults(run=_occlusion)
 
-    d = group.add_parser("deletion", parents=[run],
+    d = group.add_parser("deletion", parents=[run, sources, occluding],
                          help="deletion and insertion AUCs (RISE) of Grad-CAM, Guided Grad-CAM and occlusion",
                          description="Deletion and insertion curves: the word's (or answer's) score as the "
                          "input's pixels are replaced by a blurred copy (or restored from it) in map order, "
                          "for Grad-CAM, Guided Grad-CAM, occlusion and a random order; batched, resumable.")
-    source = d.add_mutually_exclusive_group(required=True)
-    source.add_argument("--captions", help="COCO captions file: explain each visual word")
-    source.add_argument("--questions", help="VQA questions file: explain each top answer")
-    d.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
-    d.add_argument("--word-map", default=None)
     d.add_argument("--steps", type=int, default=20, help="points per curve, after the first")
     d.add_argument("--sigma", type=float, default=None, help="blur of the baseline in pixels (default: side / 16)")
-    d.add_argument("--patch", type=int, default=32, help="occlusion square side")
-    d.add_argument("--stride", type=int, default=16, help="occlusion grid step")
-    d.add_argument("--fill", type=float, default=0.0, help="occlusion value (normalised input)")
-    d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--seed", type=int, default=0, help="seeds the random orders")
     d.set_defaults(run=_deletion)
 
-    z = group.add_parser("sanity", parents=[run, parent("layer")],
+    z = group.add_parser("sanity", parents=[run, sources, parent("layer")],
                          help="model-randomisation sanity check (Adebayo et al. 2018)",
                          description="Cascading and independent randomisation of the model's blocks (in a "
                          "copy): rank correlation and SSIM of Grad-CAM, guided backprop and Guided Grad-CAM "
                          "maps with the trained model's, per randomised block; sanity.png like Adebayo et "
                          "al.'s Fig. 2.")
-    source = z.add_mutually_exclusive_group(required=True)
-    source.add_argument("--captions", help="COCO captions file: explain each visual word")
-    source.add_argument("--questions", help="VQA questions file: explain each top answer")
-    z.add_argument("--image-pattern", default=VQA_IMAGE_PATTERN, help="image file names for --questions")
-    z.add_argument("--word-map", default=None)
     z.add_argument("--seed", type=int, default=0, help="seeds the random weights of every block")
     z.set_defaults(run=_sanity)
 
