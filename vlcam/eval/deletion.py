@@ -23,7 +23,6 @@ fraction of pixels changed, from 0 to 1.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from vlcam.adapters.protocol import AnswerModel, Captioner
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.occlusion import ScoreFn, _positive_int, _scores, occlusion_map
-from vlcam.eval.runner import Run, mean_and_error, resumable_run, skip_counts
+from vlcam.eval.runner import Run, caption_units, mean_and_error, question_units, resumable_run, skip_counts
 from vlcam.explain._common import Explanation
 
 #: The maps compared, in the order reports list them; RANDOM is the reference order.
@@ -302,11 +301,9 @@ def _map_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _run_captions(out_dir: str | Path, model: Captioner, captions_json: str | Path, images_dir: str | Path,
                   word_map: WordMap, settings: dict[str, Any], *, limit: int | None, num_workers: int,
                   progress: bool) -> dict[str, Any] | None:
-    from vlcam.data.coco import load_coco
     from vlcam.explain.caption import caption_words, explain_caption
 
-    captions = load_coco(captions_json)
-    anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
+    anns, path_of = caption_units(captions_json, images_dir, limit)
 
     def unit_record(ann: dict[str, Any]) -> dict[str, Any]:
         return {"key": ann["id"], "image_id": ann["image_id"], "targets": []}
@@ -342,7 +339,7 @@ def _run_captions(out_dir: str | Path, model: Captioner, captions_json: str | Pa
 
     return resumable_run(
         out_dir, anns, unit_record=unit_record,
-        path_of=lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
+        path_of=path_of,
         process=process, order=lambda r: r["key"], summarize=summarize, desc="caption deletion",
         num_workers=num_workers, progress=progress)
 
@@ -350,16 +347,9 @@ def _run_captions(out_dir: str | Path, model: Captioner, captions_json: str | Pa
 def _run_answers(out_dir: str | Path, model: AnswerModel, questions_json: str | Path, images_dir: str | Path,
                  image_pattern: str, settings: dict[str, Any], *, limit: int | None, num_workers: int,
                  progress: bool) -> dict[str, Any] | None:
-    from vlcam.data.vqa import format_image_name
     from vlcam.explain.answer import explain_answer
 
-    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
-    subtype = str(data.get("data_subtype", ""))
-    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
-
-    def path_of(q: dict[str, Any]) -> Path:
-        return Path(images_dir) / format_image_name(image_pattern, q["image_id"], subtype.rstrip("0123456789"),
-                                                    subtype)
+    questions, path_of = question_units(questions_json, images_dir, image_pattern, limit)
 
     def unit_record(q: dict[str, Any]) -> dict[str, Any]:
         return {"key": q["question_id"], "image_id": q["image_id"], "targets": []}

@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from vlcam.adapters.protocol import AnswerModel, Captioner
-from vlcam.data.coco import load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.localization import box_ratio
 from vlcam.eval.occlusion import occlusion_map, rank_correlation
-from vlcam.eval.runner import Run, mean_and_error, resumable_run, skip_counts
+from vlcam.eval.runner import Run, caption_units, mean_and_error, question_units, resumable_run, skip_counts
 from vlcam.explain._common import Explanation
 
 EXAMPLES = 4
@@ -44,22 +43,6 @@ def _example(run: Run, name: str, image: np.ndarray, maps: list[Any], titles: li
 
 def _correlations(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
     return {m: mean_and_error((r[m] for r in records), "mean_rank_correlation") for m in methods}
-
-
-def _vqa_questions(questions_json: str | Path, images_dir: str | Path, image_pattern: str,
-                   limit: int | None) -> tuple[list[dict[str, Any]], Any]:
-    """Return (the first `limit` questions by id, question -> image path) of a VQA questions file."""
-    from vlcam.data.vqa import format_image_name
-
-    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
-    subtype = str(data.get("data_subtype", ""))
-    split = subtype.rstrip("0123456789")
-    questions = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
-
-    def path_of(q: dict[str, Any]) -> Path:
-        return Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype)
-
-    return questions, path_of
 
 
 def _question_record(q: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +135,7 @@ def run_caption_occlusion(
     """
     from vlcam.explain.caption import caption_words, explain_caption
 
-    captions = load_coco(captions_json)
-    anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
+    anns, path_of = caption_units(captions_json, images_dir, limit)
 
     def unit_record(ann: dict[str, Any]) -> dict[str, Any]:
         return {"key": ann["id"], "image_id": ann["image_id"], "words": []}
@@ -191,7 +173,7 @@ def run_caption_occlusion(
 
     return resumable_run(
         out_dir, anns, unit_record=unit_record,
-        path_of=lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
+        path_of=path_of,
         process=process, order=lambda r: r["key"], summarize=summarize, desc="caption occlusion",
         num_workers=num_workers)
 
@@ -230,7 +212,7 @@ def run_human_attention(
     from vlcam.explain._common import resize_maps
     from vlcam.explain.answer import explain_answer
 
-    questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
+    questions, path_of = question_units(questions_json, images_dir, image_pattern, limit)
 
     def hat_of(q: dict[str, Any]) -> Path:
         return Path(attention_dir) / f"{q['question_id']}.png"
@@ -279,7 +261,7 @@ def run_answer_occlusion(
     guided-backprop maps of each question's top answer (paper Sec. 8.2: 0.60 against 0.42)."""
     from vlcam.explain.answer import explain_answer
 
-    questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
+    questions, path_of = question_units(questions_json, images_dir, image_pattern, limit)
 
     def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
         record = _question_record(q)

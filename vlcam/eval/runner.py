@@ -357,6 +357,39 @@ def resumable_run(
     return run.write_summary(summarize(records))
 
 
+Units = tuple[list[dict[str, Any]], Callable[[dict[str, Any]], Path]]
+
+
+def caption_units(captions_json: str | Path, images_dir: str | Path, limit: int | None) -> Units:
+    """Return (the first `limit` captions of a COCO captions file by id, caption -> its image's path)."""
+    from vlcam.data.coco import load_coco
+
+    captions = load_coco(captions_json)
+    anns: list[dict[str, Any]] = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
+
+    def path_of(ann: dict[str, Any]) -> Path:
+        name: str = captions.loadImgs([ann["image_id"]])[0]["file_name"]
+        return Path(images_dir) / name
+
+    return anns, path_of
+
+
+def question_units(questions_json: str | Path, images_dir: str | Path, image_pattern: str,
+                   limit: int | None) -> Units:
+    """Return (the first `limit` questions of a VQA questions file by id, question -> its image's path)."""
+    from vlcam.data.vqa import format_image_name
+
+    data = json.loads(Path(questions_json).read_text(encoding="utf-8"))
+    subtype = str(data.get("data_subtype", ""))
+    split = subtype.rstrip("0123456789")
+    questions: list[dict[str, Any]] = sorted(data["questions"], key=lambda q: q["question_id"])[:limit]
+
+    def path_of(q: dict[str, Any]) -> Path:
+        return Path(images_dir) / format_image_name(image_pattern, q["image_id"], split, subtype)
+
+    return questions, path_of
+
+
 def mean_and_error(values: Iterable[float], name: str = "mean") -> dict[str, float | None]:
     """Return {name: the mean, "standard_error": its standard error} (None where undefined)."""
     array = np.asarray(list(values), dtype=float)

@@ -46,10 +46,9 @@ from torch import nn
 
 from vlcam._state import preserved
 from vlcam.adapters.protocol import AnswerModel, Captioner, ImageModel, check_conforms
-from vlcam.data.coco import load_coco
 from vlcam.data.wordmap import WordMap
 from vlcam.eval.occlusion import rank_correlation
-from vlcam.eval.runner import Run, mean_and_error, resumable_run, skip_counts
+from vlcam.eval.runner import Run, caption_units, mean_and_error, question_units, resumable_run, skip_counts
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
 RANDOMISATIONS = ("cascading", "independent")
@@ -375,8 +374,7 @@ def _caption_run(out_dir: str | Path, model: Any, captions_json: str | Path, ima
 
     check_conforms(model, Captioner, "the sanity check of caption words needs a captioner")
     words_of = word_map or default_word_map(model.known_words())
-    captions = load_coco(captions_json)
-    anns = sorted(captions.loadAnns(captions.getAnnIds()), key=lambda a: a["id"])[:limit]
+    anns, path_of = caption_units(captions_json, images_dir, limit)
 
     def unit_record(ann: dict[str, Any]) -> dict[str, Any]:
         return {"key": ann["id"], "image_id": ann["image_id"], "targets": []}
@@ -405,7 +403,7 @@ def _caption_run(out_dir: str | Path, model: Any, captions_json: str | Path, ima
 
     return resumable_run(
         out_dir, anns, unit_record=unit_record,
-        path_of=lambda a: Path(images_dir) / captions.loadImgs([a["image_id"]])[0]["file_name"],
+        path_of=path_of,
         process=process, order=lambda r: r["key"],
         summarize=lambda records: _summarize(records, "captions", seed=holder.seed, layer=holder.layer),
         desc="sanity check (captions)", num_workers=num_workers)
@@ -414,10 +412,10 @@ def _caption_run(out_dir: str | Path, model: Any, captions_json: str | Path, ima
 def _answer_run(out_dir: str | Path, model: Any, questions_json: str | Path, images_dir: str | Path,
                 image_pattern: str, holder: _Blocks, limit: int | None, num_workers: int
                 ) -> dict[str, Any] | None:
-    from vlcam.eval.faithfulness import _question_record, _vqa_questions
+    from vlcam.eval.faithfulness import _question_record
 
     check_conforms(model, AnswerModel, "the sanity check of answers needs a VQA model")
-    questions, path_of = _vqa_questions(questions_json, images_dir, image_pattern, limit)
+    questions, path_of = question_units(questions_json, images_dir, image_pattern, limit)
 
     def process(run: Run, q: dict[str, Any], pixels: np.ndarray) -> list[dict[str, Any]]:
         record = {**_question_record(q), "targets": []}
