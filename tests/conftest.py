@@ -31,3 +31,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory):
+    """A built-in world of 3 held-out scenes at 64 px (seed 5), rendered once for the session;
+    tests read it and never write into it."""
+    from vlcam.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("tiny-world") / "world"
+    generate(out, num_images=3, image_size=64, seed=5, val_fraction=1.0, workers=1)
+    return out

@@ -19,12 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlcam.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("contract") / "world"
-    generate(out, num_images=3, image_size=64, seed=5, val_fraction=1.0, workers=1)
-    return out
+def world(tiny_world: Path) -> Path:
+    return tiny_world
 
 
 @pytest.fixture(scope="module")
