@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 USER_ERRORS = (ValueError, TypeError, OSError)
 
@@ -31,14 +31,6 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     summary = run_demo(Path(args.out), checkpoint=args.checkpoint, num_images=args.num_images, seed=args.seed,
                        device=str(device))
     return 0 if summary["words"] else 1
-
-
-def _load(spec: str, device: torch.device) -> Any:
-    from vlcam import loading
-
-    if loading.is_factory(spec):
-        return loading.from_factory(spec).to(device)
-    return loading.load(spec, map_location=device)
 
 
 def _writable_folder(folder: Path) -> None:
@@ -73,8 +65,9 @@ def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_figure_path(args.out)
     import vlcam
     from vlcam.adapters import AnswerModel, Captioner
+    from vlcam.commands._options import load_model
 
-    model = _load(args.model, device)
+    model = load_model(args.model, str(device))
     if args.question is None:
         if not isinstance(model, Captioner):
             raise TypeError(f"{args.model} is a {type(model).__name__}, not a captioner: pass --question "

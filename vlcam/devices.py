@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """Return the torch device `name` names ("auto": CUDA when there is one, else the CPU).
+    """Return the torch device `name` names ("auto": CUDA when there is one, this process's
+    GPU under torchrun (LOCAL_RANK), else the CPU).
 
     ValueError naming the value for a string torch does not read, or a CUDA/MPS device this
     machine does not have.
@@ -14,7 +17,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if isinstance(name, torch.device):
         device = name
     elif name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda")
     else:
         try:
             device = torch.device(name)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import Any
 
 Command = Callable[[argparse.Namespace], int]
 METHODS = ("gradcam", "guided-gradcam", "counterfactual")
@@ -53,15 +52,12 @@ def load_model(spec: str | None, device: str) -> Any:
     return loading.load(spec, map_location=where)
 
 
-def finish(result: Mapping[str, Any], args: argparse.Namespace, title: str, stream: TextIO | None = None) -> int:
-    """Print `result` as JSON (``--json``) or as a one-screen table (to stdout by default);
-    return exit status 0."""
-    stream = sys.stdout if stream is None else stream
+def finish(result: Mapping[str, Any], args: argparse.Namespace, title: str) -> int:
+    """Print `result` to stdout as JSON (``--json``) or as a one-screen table; return exit status 0."""
     if args.json:
-        json.dump(result, stream, indent=2)
-        stream.write("\n")
+        print(json.dumps(result, indent=2))
     else:
-        stream.write(summary_table(result, title) + "\n")
+        print(summary_table(result, title))
     return 0
 
 

@@ -154,22 +154,10 @@ def _word_map(path: str | None, instances: str | None = None) -> Any:
     return synthetic if names <= {c["name"] for c in synthetic.categories} else WordMap.builtin("coco")
 
 
-def _run_device(device: str) -> str:
-    """Return `device` with "auto" under torchrun resolved to this rank's GPU."""
-    import os
-
-    if device == "auto" and "LOCAL_RANK" in os.environ:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{os.environ['LOCAL_RANK']}"
-    return device
-
-
 def _pointing(args: argparse.Namespace) -> int:
     from vlcam.eval.pointing import run_pointing_game
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     summary = run_pointing_game(
         args.out, model, args.captions, args.instances, args.images, _word_map(args.word_map, args.instances),
         method=args.method, layer=args.layer, tolerance=args.tolerance, limit=args.limit, seed=args.seed,
@@ -182,7 +170,7 @@ def _pointing(args: argparse.Namespace) -> int:
 def _box_ratio(args: argparse.Namespace) -> int:
     from vlcam.eval.faithfulness import run_box_ratio
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     summary = run_box_ratio(args.out, model, args.regions, args.images, image_pattern=args.image_pattern,
                             limit=args.limit)
     return _finish_run(summary, args, f"box ratio: {args.out}/summary.json")
@@ -191,7 +179,7 @@ def _box_ratio(args: argparse.Namespace) -> int:
 def _occlusion(args: argparse.Namespace) -> int:
     from vlcam.eval.faithfulness import run_answer_occlusion, run_caption_occlusion
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     if args.questions:
         summary = run_answer_occlusion(args.out, model, args.questions, args.images, image_pattern=args.image_pattern,
                                        patch=args.patch, stride=args.stride, fill=args.fill,
@@ -208,7 +196,7 @@ def _deletion(args: argparse.Namespace) -> int:
     from vlcam.data.wordmap import WordMap
     from vlcam.eval.deletion import run_deletion
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     kind, needed = ("--questions", AnswerModel) if args.questions else ("--captions", Captioner)
     if not isinstance(model, needed):
         raise TypeError(f"{kind} needs a {needed.__name__}; {type(model).__name__} is not one")
@@ -224,7 +212,7 @@ def _sanity(args: argparse.Namespace) -> int:
     from vlcam.data.wordmap import WordMap
     from vlcam.eval.sanity import run_sanity
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     word_map = WordMap.from_file(args.word_map) if args.word_map else None
     summary = run_sanity(args.out, model, args.captions, args.images, questions_json=args.questions,
                          image_pattern=args.image_pattern, word_map=word_map, layer=args.layer, seed=args.seed,
@@ -235,7 +223,7 @@ def _sanity(args: argparse.Namespace) -> int:
 def _human_attention(args: argparse.Namespace) -> int:
     from vlcam.eval.faithfulness import run_human_attention
 
-    model = load_model(args.checkpoint, _run_device(args.device))
+    model = load_model(args.checkpoint, args.device)
     summary = run_human_attention(args.out, model, args.questions, args.images, args.attention,
                                   image_pattern=args.image_pattern, grid=args.grid, seed=args.seed,
                                   limit=args.limit)
