@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -36,8 +37,29 @@ _FAMILIES = (
     "torchvision resnet*/resnext*/wide_resnet*/regnet*/shufflenet*, vgg*, inception_v3, "
     "googlenet, and torchvision models with a .features trunk (alexnet, convnext*, densenet*, "
     "efficientnet*, mobilenet*, squeezenet*, mnasnet*); 'timm:<name>' for any timm CNN; "
-    "'compact' (a small CNN for the built-in world)"
+    "'compact', 'compact_replicate', 'compact_deep' (small CNNs for the built-in world)"
 )
+
+
+@dataclass(frozen=True)
+class _CompactLayout:
+    widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding_mode: str
+
+
+# Small CNNs for the built-in world, all of total stride 8 (a 16 x 16 map at 128^2, fine
+# enough to localise its small objects). "compact" (receptive field 47 px, zero padding) is
+# the first one, kept so that its checkpoints load; "compact_replicate" is the same with
+# replicate padding, so that the border looks like the image next to it rather than like a
+# black frame, which zero padding turns into features that fire at the border and nowhere
+# else; "compact_deep" (the trainers' default) adds stride-1 blocks between the downsamplings
+# for a 59-px receptive field, enough to see a whole large object (up to 52 px across) at once.
+COMPACT_LAYOUTS = {
+    "compact": _CompactLayout((32, 64, 128, 192, 256), (2, 2, 2, 1, 1), "zeros"),
+    "compact_replicate": _CompactLayout((32, 64, 128, 192, 256), (2, 2, 2, 1, 1), "replicate"),
+    "compact_deep": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate"),
+}
 
 
 class Backbone(nn.Module):
@@ -85,10 +107,10 @@ def build_backbone(name: str, *, pretrained: bool = False) -> Backbone:
     """
     if not isinstance(name, str):
         raise TypeError(f"backbone name must be a str, got {type(name).__name__}")
-    if name == "compact":
+    if name in COMPACT_LAYOUTS:
         if pretrained:
-            raise ValueError("the 'compact' backbone has no pretrained weights; pass pretrained=False")
-        return _compact()
+            raise ValueError(f"the {name!r} backbone has no pretrained weights; pass pretrained=False")
+        return _compact(name)
     if name.startswith("timm:"):
         return _timm(name[len("timm:"):], pretrained, full_name=name)
     from torchvision import models
@@ -102,21 +124,19 @@ def build_backbone(name: str, *, pretrained: bool = False) -> Backbone:
     raise _unknown(name)
 
 
-def _compact() -> Backbone:
-    # Total stride 8: a 16 x 16 map at 128^2, fine enough to localise the built-in world's
-    # small objects; about 0.76 M parameters.
-    widths, strides = (32, 64, 128, 192, 256), (2, 2, 2, 1, 1)
+def _compact(name: str) -> Backbone:
+    layout = COMPACT_LAYOUTS[name]
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = 3
-    for i, (width, stride) in enumerate(zip(widths, strides), start=1):
+    for i, (width, stride) in enumerate(zip(layout.widths, layout.strides), start=1):
         blocks[f"block{i}"] = nn.Sequential(
-            nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False),
+            nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False, padding_mode=layout.padding_mode),
             nn.BatchNorm2d(width),
             nn.ReLU(),
         )
         c_in = width
-    return Backbone("compact", nn.Sequential(blocks), out_channels=c_in,
-                    gradcam_layer=f"body.block{len(widths)}")
+    return Backbone(name, nn.Sequential(blocks), out_channels=c_in,
+                    gradcam_layer=f"body.block{len(layout.widths)}")
 
 
 def _torchvision(name: str, pretrained: bool) -> Backbone:
@@ -199,7 +219,7 @@ def _unknown(name: str) -> ValueError:
     import timm
     from torchvision import models
 
-    known = ["compact", *models.list_models(module=models), *timm.list_models()]
+    known = [*COMPACT_LAYOUTS, *models.list_models(module=models), *timm.list_models()]
     bare = name.removeprefix("timm:")
     close = difflib.get_close_matches(bare, list(dict.fromkeys(known)), n=6, cutoff=0.6)
     hint = f"close names: {', '.join(repr(c) for c in close)}. " if close else ""

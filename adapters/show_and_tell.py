@@ -43,14 +43,24 @@ from vlcam.text import END, PAD, START, Vocabulary, explainable_ids, pad_sequenc
 KIND = "show_and_tell"
 # Global pooling of the last conv map into the image vector. "avg" is Vinyals et al.'s
 # (Inception's pooled features); "max" keeps where a feature fired most, so features of
-# the background, present in every image, carry no information and cannot dominate.
+# the background, present in every image, carry no information and cannot dominate;
+# "avgmax" concatenates the two (2C values), so that how much of a feature there is (how
+# many balls) survives beside whether it is anywhere.
 POOLS = {
     "avg": lambda conv_map: conv_map.mean(dim=(2, 3)),
     "max": lambda conv_map: conv_map.amax(dim=(2, 3)),
+    "avgmax": lambda conv_map: torch.cat([conv_map.mean(dim=(2, 3)), conv_map.amax(dim=(2, 3))], dim=1),
 }
+# How many values per channel each pooling gives.
+POOL_WIDTH = {"avg": 1, "max": 1, "avgmax": 2}
 # What follows the projection of the pooled features. "batchnorm" is the tutorial encoder's
 # BatchNorm1d(momentum=0.01); "none" is the paper's plain projection.
 IMAGE_NORMS = ("none", "batchnorm")
+# How the image vector enters the LSTM. "first": as its input at t = 0, before the words
+# (Vinyals et al.); "every": beside each word's embedding at every step (as in Donahue et
+# al.'s LRCN and Mao et al.'s m-RNN), so the LSTM need not carry the image in its state
+# and every word's loss reaches the CNN directly.
+IMAGE_INPUTS = ("first", "every")
 VOCAB_FILE = "vocab.json"
 # The most words of one caption explained at once (one backward each, stacked).
 MAX_WORDS = 64
@@ -60,8 +70,8 @@ MAX_WORDS = 64
 class ShowAndTellConfig(CheckpointConfig):
     """The config.json of a :class:`ShowAndTell` checkpoint.
 
-    `pool`, `image_norm` and `lstm_layers` came later: checkpoints without them load with
-    the values they were trained with.
+    `pool`, `image_norm`, `lstm_layers` and `image_input` came later: checkpoints without
+    them load with the values they were trained with.
     """
 
     KIND = KIND
@@ -76,14 +86,16 @@ class ShowAndTellConfig(CheckpointConfig):
     pool: str = setting(one_of(*POOLS), "avg")
     image_norm: str = setting(one_of(*IMAGE_NORMS), "none")
     lstm_layers: int = setting(POSITIVE_INT, 1)
+    image_input: str = setting(one_of(*IMAGE_INPUTS), "first")
 
 
 class ShowAndTell(CaptionerBase):
     """The Show-and-Tell captioner over any :func:`build_backbone` backbone.
 
-    `pool` ("avg" or "max") pools the last conv map; ``image_norm="batchnorm"`` adds the
+    `pool` ("avg", "max" or "avgmax", see `POOLS`) pools the last conv map; ``image_norm="batchnorm"`` adds the
     tutorial's BatchNorm1d after the projection (in train mode it needs batches of two or
-    more images); `lstm_layers` stacks LSTMs, as the tutorial's ``num_layers`` does.
+    more images); `lstm_layers` stacks LSTMs, as the tutorial's ``num_layers`` does;
+    `image_input` ("first" or "every", see `IMAGE_INPUTS`) says where the image enters.
     """
 
     kind = KIND
@@ -101,6 +113,7 @@ class ShowAndTell(CaptionerBase):
         pool: str = "avg",
         image_norm: str = "none",
         lstm_layers: int = 1,
+        image_input: str = "first",
     ) -> None:
         super().__init__()
         if not isinstance(vocab, Vocabulary):
@@ -115,20 +128,24 @@ class ShowAndTell(CaptionerBase):
             raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
         if image_norm not in IMAGE_NORMS:
             raise ValueError(f"image_norm must be one of {list(IMAGE_NORMS)}, got {image_norm!r}")
+        if image_input not in IMAGE_INPUTS:
+            raise ValueError(f"image_input must be one of {list(IMAGE_INPUTS)}, got {image_input!r}")
         self.pool = pool
+        self.image_input = image_input
         self.vocab = vocab
         self.image_size = image_size
         self.encoder: Backbone = build_backbone(backbone, pretrained=pretrained)
         self.mean = self.encoder.mean
         self.std = self.encoder.std
         self.default_layer = "encoder." + self.encoder.gradcam_layer
-        self.image_embed = nn.Linear(self.encoder.out_channels, embed_dim)
+        self.image_embed = nn.Linear(POOL_WIDTH[pool] * self.encoder.out_channels, embed_dim)
         # nn.Identity has no state, so checkpoints saved before image_norm existed still load.
         self.image_norm: nn.Module = (
             nn.BatchNorm1d(embed_dim, momentum=0.01) if image_norm == "batchnorm" else nn.Identity()
         )
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, lstm_layers, batch_first=True)
+        lstm_input = 2 * embed_dim if image_input == "every" else embed_dim
+        self.lstm = nn.LSTM(lstm_input, hidden_dim, lstm_layers, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_dim, len(vocab))
         self.config: dict[str, Any] = {
@@ -141,6 +158,7 @@ class ShowAndTell(CaptionerBase):
             "pool": pool,
             "image_norm": image_norm,
             "lstm_layers": lstm_layers,
+            "image_input": image_input,
             "vocab_size": len(vocab),
         }
 
@@ -190,11 +208,25 @@ class ShowAndTell(CaptionerBase):
     def _logits(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         # The conv map may hold K stacked copies of the images (batched targets): tile to it.
         tokens = _tiled(tokens, conv_map.shape[0])
-        image = self.image_vector(conv_map).unsqueeze(1)
+        return self.vector_logits(self.image_vector(conv_map), tokens)
+
+    def vector_logits(self, image_vectors: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return next-word logits [N, L-1, V] of captions `tokens` [N, L] after image vectors [N, E].
+
+        Row n of the captions follows row n of the vectors (:meth:`image_vector`); a trainer
+        that encodes each image once indexes its vectors by the image of each caption.
+        """
+        if image_vectors.shape[0] != tokens.shape[0]:
+            raise ValueError(f"{image_vectors.shape[0]} image vectors for {tokens.shape[0]} captions")
+        image = image_vectors.unsqueeze(1)
         words = self.word_embed(tokens[:, :-1])
-        hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
-        # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
-        logits: torch.Tensor = self.classifier(self.dropout(hidden[:, 1:]))
+        if self.image_input == "every":
+            hidden, _ = self.lstm(self.dropout(torch.cat([words, image.expand_as(words)], dim=2)))
+        else:
+            hidden, _ = self.lstm(self.dropout(torch.cat([image, words], dim=1)))
+            # hidden[:, 0] has seen the image alone; Vinyals et al. predict nothing from it.
+            hidden = hidden[:, 1:]
+        logits: torch.Tensor = self.classifier(self.dropout(hidden))
         return logits
 
     def word_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -276,18 +308,33 @@ class ShowAndTell(CaptionerBase):
         logprobs = F.log_softmax(self.classifier(hidden[:, 0]), dim=-1)
         return logprobs, state
 
+    def _start(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Return the LSTM state before the first word: after the image with "first", else none."""
+        if self.image_input == "every":
+            return None
+        return self._step(image, None)[1]
+
+    def _word_step(
+        self, words: torch.Tensor, image: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Return (next-word log-probs, state) after word ids [N] of images [N, E] (see `image_input`)."""
+        embedded = self.word_embed(words)
+        if self.image_input == "every":
+            embedded = torch.cat([embedded, image], dim=1)
+        return self._step(embedded, state)
+
     def _allowed(self, logprobs: torch.Tensor) -> torch.Tensor:
         blocked = logprobs.clone()
         blocked[:, [PAD, START]] = float("-inf")
         return blocked
 
     def _greedy(self, image: torch.Tensor, max_len: int) -> list[list[int]]:
-        _, state = self._step(image, None)
+        state = self._start(image)
         current = torch.full((image.shape[0],), START, dtype=torch.long, device=image.device)
         words: list[list[int]] = [[] for _ in range(image.shape[0])]
         done = [False] * image.shape[0]
         for _ in range(max_len):
-            logprobs, state = self._step(self.word_embed(current), state)
+            logprobs, state = self._word_step(current, image, state)
             current = self._allowed(logprobs).argmax(dim=-1)
             for i, w in enumerate(current.tolist()):
                 if not done[i]:
@@ -300,13 +347,13 @@ class ShowAndTell(CaptionerBase):
         return words
 
     def _beam(self, image: torch.Tensor, max_len: int, k: int) -> list[int]:
-        _, (h, c) = self._step(image, None)
+        state = self._start(image)
         beams: list[list[int]] = [[]]
         scores = torch.zeros(1, device=image.device)
         current = torch.tensor([START], device=image.device)
         finished: list[tuple[float, list[int]]] = []
         for _ in range(max_len):
-            logprobs, (h, c) = self._step(self.word_embed(current), (h, c))
+            logprobs, (h, c) = self._word_step(current, image.expand(len(beams), -1), state)
             total = scores.unsqueeze(1) + self._allowed(logprobs)
             vocab_size = total.shape[1]
             # 2k candidates always hold k that do not end: each beam has one <end>.
@@ -328,7 +375,7 @@ class ShowAndTell(CaptionerBase):
             if not parents:
                 break
             index = torch.tensor(parents, device=image.device)
-            h, c = h[:, index], c[:, index]
+            state = (h[:, index], c[:, index])
             beams, scores = new_beams, torch.tensor(new_scores, device=image.device)
             current = torch.tensor([b[-1] for b in beams], device=image.device)
             # Scores only fall as words are added: no live beam can beat a finished caption

@@ -2,8 +2,9 @@
 
 The question goes through a tanh word embedding and a two-layer LSTM; the last hidden and
 cell states of both layers, concatenated, are projected (linear + tanh) to a common size.
-The image's average-pooled last-conv features are L2-normalised and projected the same
-way. The two vectors are multiplied elementwise and an MLP (two tanh hidden layers) scores
+The image's globally pooled last-conv features (average pooling as in the paper, or max
+pooling, see :data:`vlcam.adapters.show_and_tell.POOLS`) are L2-normalised and projected the
+same way. The two vectors are multiplied elementwise and an MLP (two tanh hidden layers) scores
 the answers. Grad-CAM explains the CNN's last conv block (`default_layer`).
 """
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from vlcam.adapters.backbones import build_backbone
+from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS
 from vlcam.adapters.vqa_base import (
     VQAConfig,
     VQAModel,
@@ -26,7 +28,7 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-from vlcam.checkpoint import POSITIVE_INT, setting
+from vlcam.checkpoint import POSITIVE_INT, one_of, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
@@ -34,7 +36,7 @@ KIND = "vqa_lstm_cnn"
 
 @dataclass(frozen=True)
 class VQALSTMCNNConfig(VQAConfig):
-    """The config.json of a :class:`VQALSTMCNN` checkpoint."""
+    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` came later: "avg" without it)."""
 
     KIND = KIND
 
@@ -42,6 +44,7 @@ class VQALSTMCNNConfig(VQAConfig):
     hidden_dim: int = setting(POSITIVE_INT)
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
+    pool: str = setting(one_of(*POOLS), "avg")
 
 
 class VQALSTMCNN(VQAModel):
@@ -63,15 +66,19 @@ class VQALSTMCNN(VQAModel):
         mlp_dim: int = 1000,
         image_size: int = 128,
         dropout: float = 0.5,
+        pool: str = "avg",
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
+        self.pool = pool
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
         self.question_proj = nn.Linear(4 * hidden_dim, common_dim)
-        self.image_proj = nn.Linear(self.cnn.out_channels, common_dim)
+        self.image_proj = nn.Linear(POOL_WIDTH[pool] * self.cnn.out_channels, common_dim)
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(common_dim, mlp_dim), nn.Tanh(),
             nn.Dropout(dropout), nn.Linear(mlp_dim, mlp_dim), nn.Tanh(),
@@ -80,12 +87,20 @@ class VQALSTMCNN(VQAModel):
         self.config = {
             "kind": KIND, "backbone": backbone, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
             "common_dim": common_dim, "mlp_dim": mlp_dim, "image_size": image_size, "dropout": dropout,
-            "vocab_size": len(vocab), "num_answers": len(self.answers),
+            "pool": pool, "vocab_size": len(vocab), "num_answers": len(self.answers),
         }
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
-        pooled = self.cnn(images).mean(dim=(2, 3))
+        return self.project_pooled(self.pooled_features(images))
+
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch."""
+        pooled: torch.Tensor = POOLS[self.pool](self.cnn(images))
+        return pooled
+
+    def project_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Return the image vectors [B, common_dim] of pooled features: L2-normalised, linear, tanh."""
         return torch.tanh(self.image_proj(F.normalize(pooled, dim=1)))
 
     def encode_question_vectors(self, questions: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ from vlcam.train.captioner import train_captioner
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny on purpose: 48 training images seen at 32^2, a small LSTM, two epochs.
-FAST = dict(image_size=32, embed_dim=32, hidden_dim=64, batch_size=16, lr=1e-2, min_count=1, progress=False)
+# Tiny on purpose: 48 training images seen at 32^2 (4 a batch, with their captions), a small LSTM, two epochs.
+FAST = dict(image_size=32, embed_dim=32, hidden_dim=64, batch_size=4, lr=1e-2, min_count=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,20 @@ def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(wor
     assert again["val_loss"] == resumed["val_loss"]  # nothing left to train
 
 
+def test_the_same_data_seed_and_machine_give_the_same_checkpoint_bit_for_bit(world: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = (world / "captions_train.json", world / "images")
+    kwargs = dict(FAST, limit=16, epochs=2)
+    train_captioner(*args, tmp_path / "a", **kwargs)
+    train_captioner(*args, tmp_path / "b", **kwargs)
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in "ab")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = load_file(str(train_captioner(*args, tmp_path / "c", **dict(kwargs, seed=1)) and tmp_path / "c" / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters: the test can fail
+
+
 def test_resuming_with_other_settings_names_them(world: Path, tmp_path: Path) -> None:
     args = (world / "captions_train.json", world / "images", tmp_path / "run")
     train_captioner(*args, epochs=1, **dict(FAST, limit=4))
@@ -130,3 +144,18 @@ def test_the_script_trains_a_loadable_checkpoint(world: Path, tmp_path: Path) ->
     assert metrics["epochs"] == 1 and metrics["train_pairs"] == 40
     model = ShowAndTell.load(out)
     assert model.image_size == 32 and len(model.vocab) == metrics["vocab_size"]
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"patience": 0}, "patience must be a positive int, got 0"),
+    ({"concept_weight": -1.0}, "concept_weight must be a number >= 0"),
+    ({"concept_weight": float("nan")}, "concept_weight must be a number >= 0"),
+    ({"image_input": "sideways"}, "image_input must be one of \\['first', 'every'\\], got 'sideways'"),
+    ({"pool": "median"}, "pool must be one of"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(world: Path, tmp_path: Path, setting: dict,
+                                                              message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_captioner(world / "captions_train.json", world / "images", tmp_path / "run", epochs=1,
+                        **{**FAST, "limit": 4, **setting})
+    assert not (tmp_path / "run").exists()

@@ -220,6 +220,16 @@ def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(wor
         train_vqa(*_files(world), tmp_path / "resumed", epochs=3, **{**args, "lr": 1e-3})
 
 
+def test_the_same_data_seed_and_machine_give_the_same_checkpoint_bit_for_bit(world: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = dict(model="lstm-cnn", model_options=LSTM_OPTIONS, limit=24, epochs=2, **FAST)
+    for run in ("a", "b"):
+        train_vqa(*_files(world), tmp_path / run, **args)
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_script_is_a_thin_shell_that_writes_a_loadable_checkpoint(world: Path, tmp_path: Path) -> None:
     main = runpy.run_path(str(REPO / "scripts" / "train_vqa.py"))["main"]
     questions, annotations, images = _files(world)

@@ -28,8 +28,8 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--num-images must be at least 1, got {args.num_images}")
     device = resolve_device(args.device)
     _writable_folder(Path(args.out))
-    summary = run_demo(Path(args.out), checkpoint=args.checkpoint, num_images=args.num_images, seed=args.seed,
-                       device=str(device))
+    summary = run_demo(Path(args.out), checkpoint=args.checkpoint, vqa_checkpoint=args.vqa_checkpoint,
+                       num_images=args.num_images, seed=args.seed, device=str(device))
     return 0 if summary["words"] else 1
 
 
@@ -105,13 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="explain the shipped captioner on held-out scenes of the built-in world",
+        help="explain the shipped captioner and VQA model on held-out scenes of the built-in world",
         description="Caption a few held-out scenes of the built-in world with the shipped "
         "Show-and-Tell checkpoint, write Grad-CAM figures (caption map and per-word maps), "
-        "and print where each visual word's map peaks and whether that point is on the object.",
+        "and print where each visual word's map peaks and whether that point is on the object; "
+        "then answer the scenes' colour and shape questions with the shipped VQA model and "
+        "check its answer maps against the object asked about.",
     )
     demo.add_argument("--out", default="vlcam-demo", help="output folder (default: ./vlcam-demo)")
     demo.add_argument("--checkpoint", default=None, help="a Show-and-Tell checkpoint folder (default: shipped)")
+    demo.add_argument("--vqa-checkpoint", default=None, help="a VQA checkpoint folder (default: shipped)")
     demo.add_argument("--num-images", type=int, default=6, help="held-out scenes to explain (default: 6)")
     demo.add_argument("--seed", type=int, default=20261127, help="seed of the held-out scenes")
     demo.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto (default: cpu)")

@@ -233,17 +233,18 @@ def _human_attention(args: argparse.Namespace) -> int:
 def _captions(args: argparse.Namespace) -> int:
     from vlcam.data.coco import read_coco_captions
     from vlcam.eval.captions import caption_quality
-    from vlcam.eval.pointing import caption_pointing_game
+    from vlcam.eval.pointing import caption_pointing_games
 
     model = load_model(args.checkpoint, args.device)
     word_map = _word_map(args.word_map)
     baseline = read_coco_captions(args.train_captions) if args.train_captions else ()
     report: dict[str, Any] = {"quality": caption_quality(model, args.captions, args.images,
                                                          baseline_captions=baseline, beam_size=args.beam_size,
-                                                         limit=args.limit)}
-    for tolerance in args.tolerance:
-        game = caption_pointing_game(model, args.captions, args.instances, args.images, word_map,
-                                     tolerance=tolerance, method=args.method, limit=args.limit)
+                                                         limit=args.limit, instances_json=args.instances,
+                                                         word_map=word_map)}
+    games = caption_pointing_games(model, args.captions, args.instances, args.images, word_map,
+                                   tolerances=args.tolerance, method=args.method, limit=args.limit)
+    for tolerance, game in games.items():
         game.pop("items")
         report[f"pointing_tolerance_{tolerance}"] = game
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

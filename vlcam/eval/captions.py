@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlcam.adapters.protocol import Captioner
+from vlcam.data.wordmap import WordMap
 
 PTB_TOKENIZER = "PTBTokenizer (Stanford CoreNLP 3.4.1, as in the COCO caption evaluation)"
 VLCAM_TOKENIZER = "vlcam.text.tokenize (java is not on PATH, so not the COCO evaluation's PTBTokenizer)"
@@ -105,11 +106,15 @@ def caption_quality(
     beam_size: int = 1,
     limit: int | None = None,
     batch_size: int = 32,
+    instances_json: str | Path | None = None,
+    word_map: WordMap | None = None,
 ) -> dict[str, Any]:
     """Return the COCO caption metrics (:func:`caption_scores`) of the model's captions.
 
     With `baseline_captions` (e.g. the training captions), the trivial baseline, which
     answers every image with the most frequent of them, is scored on the same images.
+    With `instances_json` and `word_map`, ``objects`` says whether the objects the captions
+    name are in the images, and in the colour said (:func:`vlcam.eval.mentions.object_mentions`).
     """
     from vlcam.data.coco import load_coco
     from vlcam.text import tokenize
@@ -127,6 +132,13 @@ def caption_quality(
         "model": caption_scores(hypotheses, references),
         "examples": [{"image_id": i, "caption": h} for i, h in list(zip(image_ids, hypotheses))[:10]],
     }
+    if instances_json is not None and word_map is not None:
+        from vlcam.eval.mentions import color_vocabulary, image_objects, object_mentions
+
+        instances = load_coco(instances_json)
+        result["objects"] = object_mentions([tokenize(h) for h in hypotheses],
+                                            [image_objects(instances, i) for i in image_ids], word_map,
+                                            color_vocabulary(instances))
     if baseline_captions:
         frequent = Counter(" ".join(tokenize(c)) for c in baseline_captions).most_common(1)[0][0]
         result["most_frequent_caption"] = frequent

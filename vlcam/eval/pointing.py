@@ -40,11 +40,29 @@ class PointingItem:
     center_hit: bool
     random_hit_rate: float
     difficult: bool  # Zhang et al.'s difficult set: see is_difficult
+    peak_at_border: bool  # within BORDER_PX of the image border
+    mask_border_share: float  # the share of the category's pixels that are
 
 
 # Zhang et al. (2016) and TorchRay: the target covers less than a quarter of the image, and
 # another category is present.
 DIFFICULT_AREA = 0.25
+
+
+# A map whose peaks crowd the border more than the objects do shows a padding artefact; this
+# is how far from the border a peak counts as "at" it.
+BORDER_PX = 4
+
+
+def border_fields(mask: np.ndarray, peak: tuple[int, int]) -> dict[str, Any]:
+    """Return whether `peak` is within `BORDER_PX` of the border, and the share of `mask` that is."""
+    h, w = mask.shape
+    band = np.ones_like(mask, dtype=bool)
+    band[BORDER_PX:h - BORDER_PX, BORDER_PX:w - BORDER_PX] = False
+    row, col = peak
+    total = int(mask.sum())
+    return {"peak_at_border": bool(band[row, col]),
+            "mask_border_share": float((mask & band).sum() / total) if total else 0.0}
 
 
 def is_difficult(masks: Mapping[int, np.ndarray], category_id: int) -> bool:
@@ -130,6 +148,17 @@ def iter_caption_pointing(
     only when an image was skipped). ValueError if no captioned image is in the
     instances file.
     """
+    for items in _pointing_items(model, captions_json, instances_json, images_dir, word_map, (tolerance,),
+                                 method, limit, counts):
+        yield items[tolerance]
+
+
+def _pointing_items(
+    model: Captioner, captions_json: str | Path, instances_json: str | Path, images_dir: str | Path,
+    word_map: WordMap, tolerances: Sequence[int], method: str, limit: int | None,
+    counts: dict[str, Any] | None,
+) -> Iterator[dict[int, PointingItem]]:
+    """Yield, per visual word, its item at each tolerance: one explanation serves them all."""
     captions = load_coco(captions_json)
     instances = load_coco(instances_json)
     check_same_images(captions, instances, captions_json, instances_json)
@@ -143,25 +172,30 @@ def iter_caption_pointing(
             count_skip(counts, SIZE_DIFFERS)
             continue
         masks = category_masks(instances, image_id)
-        grown = {c: disc_grown(m, tolerance) for c, m in masks.items()}
+        grown = {t: {c: disc_grown(m, t) for c, m in masks.items()} for t in tolerances}
         center = (height // 2, width // 2)
         anns = captions.loadAnns(captions.getAnnIds(imgIds=[image_id]))
         for ann, tokens, match, (row, col), _ in _explained_words(
                 model, path, anns, word_map, masks, method, counts):
-            region = grown[match.category_id]
-            yield PointingItem(
-                image_id=image_id,
-                caption_id=ann["id"],
-                word_index=match.head,
-                word=tokens[match.head],
-                category_id=match.category_id,
-                category=match.category,
-                peak=(row, col),
-                hit=bool(region[row, col]),
-                center_hit=bool(region[center]),
-                random_hit_rate=float(region.mean()),
-                difficult=is_difficult(masks, match.category_id),
-            )
+            border = border_fields(masks[match.category_id], (row, col))
+            items = {}
+            for t in tolerances:
+                region = grown[t][match.category_id]
+                items[t] = PointingItem(
+                    image_id=image_id,
+                    caption_id=ann["id"],
+                    word_index=match.head,
+                    word=tokens[match.head],
+                    category_id=match.category_id,
+                    category=match.category,
+                    peak=(row, col),
+                    hit=bool(region[row, col]),
+                    center_hit=bool(region[center]),
+                    random_hit_rate=float(region.mean()),
+                    difficult=is_difficult(masks, match.category_id),
+                    **border,
+                )
+            yield items
 
 
 RANDOM_BASELINES = ("expected", "seeded")
@@ -200,6 +234,12 @@ def pointing_scores(words: Sequence[Mapping[str, Any]], *,
         "per_category": {c: float(np.mean(v)) for c, v in sorted(per_cat.items())},
         "baselines": baselines,
     }
+    if words and all("peak_at_border" in w for w in words):
+        # A border artefact shows as more peaks near the border than object pixels there.
+        peaks = sum(w["peak_at_border"] for w in words) / n
+        pixels = float(np.mean([w["mask_border_share"] for w in words]))
+        scores["border"] = {"px": BORDER_PX, "peaks": peaks, "object_pixels": pixels,
+                            "ratio": peaks / pixels if pixels else None}
     if all("difficult" in w for w in words):
         # TorchRay reports the per-category mean on all words and on the difficult set.
         hard = [w for w in words if w["difficult"]]
@@ -235,13 +275,28 @@ def summarize(items: list[PointingItem], counts: dict[str, Any] | None = None,
 def caption_pointing_game(model: Captioner, captions_json: str | Path, instances_json: str | Path,
                           images_dir: str | Path, word_map: WordMap, **kwargs: Any) -> dict[str, Any]:
     """Return the pointing-game summary over every caption of `captions_json` (see module doc)."""
+    tolerance = kwargs.pop("tolerance", 0)
+    return caption_pointing_games(model, captions_json, instances_json, images_dir, word_map,
+                                  tolerances=(tolerance,), **kwargs)[tolerance]
+
+
+def caption_pointing_games(model: Captioner, captions_json: str | Path, instances_json: str | Path,
+                           images_dir: str | Path, word_map: WordMap, *, tolerances: Sequence[int] = (0, 15),
+                           method: str = "gradcam", limit: int | None = None) -> dict[int, dict[str, Any]]:
+    """Return {tolerance: the pointing-game summary} from one explanation of each caption."""
     counts: dict[str, Any] = {}
     start = time.perf_counter()
-    items = list(iter_caption_pointing(model, captions_json, instances_json, images_dir, word_map,
-                                       counts=counts, **kwargs))
-    summary = summarize(items, counts, time.perf_counter() - start)
-    summary["items"] = [asdict(i) for i in items]
-    return summary
+    per_tolerance: dict[int, list[PointingItem]] = {t: [] for t in tolerances}
+    for items in _pointing_items(model, captions_json, instances_json, images_dir, word_map, tolerances,
+                                 method, limit, counts):
+        for t, item in items.items():
+            per_tolerance[t].append(item)
+    seconds = time.perf_counter() - start
+    summaries = {}
+    for t, found in per_tolerance.items():
+        summaries[t] = summarize(found, dict(counts), seconds)
+        summaries[t]["items"] = [asdict(i) for i in found]
+    return summaries
 
 
 # --- Resumable, shardable runs (scripts/eval_pointing.py) ---------------------------------
@@ -314,6 +369,7 @@ def run_pointing_game(
                 "random_hit": _random_point_hit(region, seed, key),
                 "random_hit_rate": float(region.mean()),
                 "difficult": is_difficult(masks, match.category_id),
+                **border_fields(masks[match.category_id], (row, col)),
                 "box": None if box is None else list(box),
                 "box_iou": max((box_iou(box, b) for b in boxes[match.category_id]), default=0.0)
                 if box is not None else 0.0,

@@ -82,3 +82,21 @@ def seed_epoch(seed: int, epoch: int) -> torch.Generator:
     torch.manual_seed(epoch_seed)
     return torch.Generator().manual_seed(epoch_seed)
 
+
+
+def plateau_lr(lr: float, val_losses: list[float], patience: int) -> float:
+    """Return the learning rate of the next epoch: `lr`, halved once per `patience` // 2
+    epochs (at least one) since the best validation loss so far, counted over the whole run.
+
+    A function of the saved history alone, so a resumed run gets the rates it would have had.
+    """
+    step = max(1, patience // 2)
+    halvings, best, since_best = 0, float("inf"), 0
+    for loss in val_losses:
+        if loss < best:
+            best, since_best = loss, 0
+        else:
+            since_best += 1
+            if since_best % step == 0:
+                halvings += 1
+    return lr * 0.5 ** halvings

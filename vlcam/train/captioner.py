@@ -20,21 +20,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vlcam.adapters.show_and_tell import ShowAndTell
+from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, ShowAndTell
 from vlcam.data.coco import read_coco_json
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
-from vlcam.train._runstate import resume, save_training, seed_epoch
+from vlcam.train._augment import augment_images, mirror_ids
+from vlcam.train._concepts import Concepts, caption_codes, frequent_codes
+from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
 # Share of images held out for validation when there is no validation file.
 _HOLDOUT_FRACTION = 0.05
-# A loader over CaptionDataset; its collate_fn turns the items into (images, tokens) batches.
-_Batches = DataLoader[tuple[torch.Tensor, list[int]]]
+# The trainers' CNN for data like the built-in world: see COMPACT_LAYOUTS and benchmarks/RESULTS.md.
+DEFAULT_BACKBONE = "compact_deep"
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,17 @@ class _Pair:
     caption: str
 
 
-class CaptionDataset(Dataset[tuple[torch.Tensor, list[int]]]):
-    """(image, caption) pairs: item i is (a normalised [3, S, S] image, its token ids)."""
+# Item i: (a normalised [3, S, S] image, the token ids of each of its captions).
+_Item = tuple[torch.Tensor, list[list[int]]]
+# A loader over CaptionDataset; collate turns its items into (images, tokens, owner) batches.
+_Batches = DataLoader[_Item]
+
+
+class CaptionDataset(Dataset[_Item]):
+    """Images with all their captions: item i is (a normalised [3, S, S] image, its captions' ids).
+
+    One item per image, so a batch runs the CNN once per image however many captions it has.
+    """
 
     def __init__(
         self,
@@ -54,23 +66,29 @@ class CaptionDataset(Dataset[tuple[torch.Tensor, list[int]]]):
         mean: Sequence[float],
         std: Sequence[float],
     ) -> None:
-        self.pairs = list(pairs)
         # Rare words were cut from the vocabulary on purpose: no warning for them.
-        self.tokens = vocab.encode_many((p.caption for p in self.pairs), warn=False)
+        tokens = vocab.encode_many((p.caption for p in pairs), warn=False)
+        groups: dict[Path, list[list[int]]] = {}
+        for pair, ids in zip(pairs, tokens):
+            groups.setdefault(pair.image, []).append(ids)
+        self.images = list(groups)
+        self.tokens = [groups[image] for image in self.images]
         self.image_size, self.mean, self.std = image_size, mean, std
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[int]]:
-        image, _ = preprocess(self.pairs[i].image, self.image_size, self.mean, self.std)
+    def __getitem__(self, i: int) -> _Item:
+        image, _ = preprocess(self.images[i], self.image_size, self.mean, self.std)
         return image[0], self.tokens[i]
 
 
-def collate(batch: list[tuple[torch.Tensor, list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images [B, 3, S, S], <pad>-padded tokens [B, L]) from dataset items."""
-    images, tokens = zip(*batch)
-    return torch.stack(images), torch.tensor(pad_sequences(tokens), dtype=torch.long)
+def collate(batch: list[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (images [B, 3, S, S], <pad>-padded tokens [M, L], image of each caption [M])."""
+    images = torch.stack([image for image, _ in batch])
+    owner = torch.tensor([n for n, (_, captions) in enumerate(batch) for _ in captions])
+    tokens = [ids for _, captions in batch for ids in captions]
+    return images, torch.tensor(pad_sequences(tokens), dtype=torch.long), owner
 
 
 def train_captioner(
@@ -78,15 +96,19 @@ def train_captioner(
     images: str | Path,
     out: str | Path,
     *,
-    backbone: str = "compact",
+    backbone: str = DEFAULT_BACKBONE,
     pretrained: bool = False,
     image_size: int = 128,
-    embed_dim: int = 256,
-    hidden_dim: int = 512,
+    embed_dim: int = 128,
+    hidden_dim: int = 384,
     dropout: float = 0.0,
-    pool: str = "avg",
-    epochs: int = 10,
-    batch_size: int = 64,
+    pool: str = "max",
+    image_input: str = "every",
+    concept_weight: float = 1.0,
+    augment: bool = True,
+    epochs: int = 30,
+    patience: int = 6,
+    batch_size: int = 32,
     lr: float = 1e-3,
     device: str = "cpu",
     val_captions: str | Path | None = None,
@@ -98,26 +120,33 @@ def train_captioner(
 ) -> dict[str, Any]:
     """Return the run's metrics after training (or resuming) a Show-and-Tell captioner.
 
-    The metrics: ``train_loss`` and ``val_loss`` per epoch (mean cross-entropy per word,
-    nats), ``initial_val_loss`` (before any step), ``best_val_loss``, ``best_epoch``,
-    ``epochs``, ``vocab_size``, ``train_pairs``, ``val_pairs``.
+    The metrics: ``train_loss``, ``val_loss`` and ``lr`` per epoch (loss: mean cross-entropy
+    per word, nats), ``initial_val_loss`` (before any step), ``best_val_loss``,
+    ``best_epoch``, ``epochs`` (trained), ``stopped_early``, ``vocab_size``,
+    ``train_pairs``, ``val_pairs``.
 
     `images` is the folder the captions file's ``file_name`` entries are relative to.
     Validation uses `val_captions`; when it is None and `captions` is named
     ``captions_train.json``, the sibling ``captions_val.json`` if it exists; otherwise
     5% of the training images (at least one), drawn with `seed`. `limit` caps the number
     of images of each split (the first ones by id). The vocabulary holds the training
-    words seen at least `min_count` times. There is no augmentation, and in particular no
-    horizontal flip: captions say "left" and "right". When `out` already holds a run with
-    the same settings, training resumes after its last completed epoch (and trains nothing
-    if `epochs` are done); the result matches an uninterrupted run up to the determinism
-    of the device's kernels.
+    words seen at least `min_count` times. A batch is `batch_size` images with all their
+    captions. With `augment`, each training image is mirrored (and "left"/"right" swapped
+    in its captions) half the time and shifted by up to 4% of its side (see
+    :mod:`vlcam.train._augment`). The learning rate halves after every
+    `patience` // 2 epochs without a better validation loss, and training stops after
+    `patience` of them (or at `epochs`). When `out` already holds a run with the same
+    settings, training resumes after its last completed epoch (and trains nothing if it
+    has finished); on the CPU the result equals an uninterrupted run bit for bit.
     """
-    _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, min_count=min_count)
+    _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, min_count=min_count,
+                    patience=patience)
     if limit is not None:
         _check_positive(limit=limit)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
+        raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
     captions, images, out = Path(captions), Path(images), Path(out)
     val_source = _validation_source(captions, val_captions)
     settings = {
@@ -126,6 +155,7 @@ def train_captioner(
         "val_captions": str(val_source.resolve()) if val_source else None,
         "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout, "pool": pool,
+        "image_input": image_input, "concept_weight": concept_weight, "augment": augment, "patience": patience,
         "batch_size": batch_size, "lr": lr, "min_count": min_count, "seed": seed, "limit": limit,
     }
     train_pairs = _read_pairs(captions, images, limit)
@@ -137,9 +167,16 @@ def train_captioner(
 
     torch.manual_seed(seed)
     model = ShowAndTell(vocab, backbone, pretrained=pretrained, embed_dim=embed_dim,
-                        hidden_dim=hidden_dim, image_size=image_size, dropout=dropout, pool=pool).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    state = resume(out, settings, model, optimizer)
+                        hidden_dim=hidden_dim, image_size=image_size, dropout=dropout, pool=pool,
+                        image_input=image_input).to(device)
+    train_tokens = vocab.encode_many((p.caption for p in train_pairs), warn=False)
+    codes = frequent_codes((caption_codes(torch.tensor([ids]), len(vocab)) for ids in train_tokens), min_count)
+    concepts = Concepts(codes, POOL_WIDTH[pool] * model.encoder.out_channels).to(device)
+    # The concept head trains (and resumes) with the captioner but is not saved with it.
+    trained = nn.ModuleDict({"captioner": model, "concepts": concepts})
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    state = resume(out, settings, trained, optimizer)
+    mirror = mirror_ids(vocab).to(device) if augment else None
 
     def loader(pairs: list[_Pair], shuffle: bool, generator: torch.Generator | None = None) -> _Batches:
         dataset = CaptionDataset(pairs, vocab, image_size, model.mean, model.std)
@@ -150,35 +187,45 @@ def train_captioner(
     val_loader = loader(val_pairs, shuffle=False)
     if state is None:
         out.mkdir(parents=True, exist_ok=True)
-        state = {"epoch": 0, "settings": settings, "train_loss": [], "val_loss": [],
+        state = {"epoch": 0, "settings": settings, "train_loss": [], "val_loss": [], "lr": [],
                  "initial_val_loss": _evaluate(model, val_loader, device),
-                 "best_val_loss": math.inf, "best_epoch": 0,
+                 "best_val_loss": math.inf, "best_epoch": 0, "stopped_early": False,
                  "rng": {"model_init_seed": seed, "epoch_seed": f"{seed} * 1000003 + epoch"}}
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
+        if state["stopped_early"]:
+            break
+        epoch_lr = plateau_lr(lr, state["val_loss"], patience)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_pairs, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(model, optimizer, bar, device, epoch)
+        train_loss = _train_epoch(model, concepts, concept_weight, optimizer, bar, device, epoch, mirror,
+                                  shuffler)
         val_loss = _evaluate(model, val_loader, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
         state["val_loss"].append(val_loss)
+        state["lr"].append(epoch_lr)
         if val_loss < state["best_val_loss"]:
             state["best_val_loss"], state["best_epoch"] = val_loss, epoch
             model.save(out)
-        save_training(out, model, optimizer, state)
+        state["stopped_early"] = epoch - state["best_epoch"] >= patience
+        save_training(out, trained, optimizer, state)
         if progress:
-            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}",
-                       file=sys.stderr)
+            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                       f"lr {epoch_lr:.2g}", file=sys.stderr)
 
     return {
         "epochs": state["epoch"],
         "train_loss": state["train_loss"],
         "val_loss": state["val_loss"],
+        "lr": state["lr"],
         "initial_val_loss": state["initial_val_loss"],
         "best_val_loss": state["best_val_loss"],
         "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"],
         "vocab_size": len(vocab),
         "train_pairs": len(train_pairs),
         "val_pairs": len(val_pairs),
@@ -190,13 +237,25 @@ def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)
 
 
-def _train_epoch(model: ShowAndTell, optimizer: torch.optim.Optimizer, batches: tqdm,
-                 device: str, epoch: int) -> float:
+def _train_epoch(model: ShowAndTell, concepts: Concepts, concept_weight: float, optimizer: torch.optim.Optimizer,
+                 batches: tqdm, device: str, epoch: int, mirror: torch.Tensor | None,
+                 generator: torch.Generator) -> float:
     model.train()
+    concepts.train()
     total, count = 0.0, 0
-    for images, tokens in batches:
-        images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
-        loss = caption_loss(model(images, tokens), tokens)
+    for images, tokens, owner in batches:
+        images, tokens, owner = (t.to(device, non_blocking=True) for t in (images, tokens, owner))
+        if mirror is not None:
+            images, mirrored = augment_images(images, generator)
+            tokens = torch.where(mirrored.to(device)[owner, None], mirror[tokens], tokens)
+        conv_map = model.encode(images)
+        vectors = model.image_vector(conv_map)[owner]
+        words = caption_loss(model.vector_logits(vectors, tokens), tokens)
+        loss = words
+        if concept_weight > 0:
+            targets = concepts.targets(caption_codes(tokens, len(model.vocab)), owner, images.shape[0])
+            loss = loss + concept_weight * F.binary_cross_entropy_with_logits(
+                concepts(POOLS[model.pool](conv_map)), targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"
@@ -205,9 +264,9 @@ def _train_epoch(model: ShowAndTell, optimizer: torch.optim.Optimizer, batches: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), _MAX_GRAD_NORM)
         optimizer.step()
-        words = int((tokens[:, 1:] != PAD).sum())
-        total, count = total + loss.item() * words, count + words
-        batches.set_postfix(loss=f"{loss.item():.3f}")
+        counted = int((tokens[:, 1:] != PAD).sum())
+        total, count = total + words.item() * counted, count + counted
+        batches.set_postfix(loss=f"{words.item():.3f}")
     return total / max(count, 1)
 
 
@@ -217,9 +276,9 @@ def _evaluate(model: ShowAndTell, batches: _Batches, device: str) -> float:
     total, count = 0.0, 0
     try:
         with torch.no_grad():
-            for images, tokens in batches:
-                images, tokens = images.to(device), tokens.to(device)
-                logits = model(images, tokens)
+            for images, tokens, owner in batches:
+                images, tokens, owner = images.to(device), tokens.to(device), owner.to(device)
+                logits = model.vector_logits(model.image_vector(model.encode(images))[owner], tokens)
                 total += F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(),
                                          ignore_index=PAD, reduction="sum").item()
                 count += int((tokens[:, 1:] != PAD).sum())

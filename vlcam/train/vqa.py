@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
+from vlcam.adapters.show_and_tell import POOL_WIDTH
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.data.vqa import (
@@ -45,11 +47,20 @@ from vlcam.data.vqa import (
 )
 from vlcam.image import preprocess
 from vlcam.text import Vocabulary, pad_sequences
-from vlcam.train._runstate import resume, save_training, seed_epoch
+from vlcam.train._augment import MIRRORED_WORDS, augment_images, mirror_ids
+from vlcam.train._concepts import Concepts, answer_codes, frequent_codes
+from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 
 # The constructors differ past (vocab, answers, backbone); train_vqa passes the rest by keyword.
 MODELS: dict[str, Callable[..., VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
-DEFAULT_BACKBONES = {"lstm-cnn": "compact", "hiecoatt": "small_resnet"}
+DEFAULT_BACKBONES = {"lstm-cnn": "compact_deep", "hiecoatt": "small_resnet"}
+# Options the trainer sets unless model_options says otherwise (benchmarks/RESULTS.md, ablation).
+# Antol et al.'s sizes (VQALSTMCNN's defaults) are for VQA v2's 1000 answers and make a 37 MB
+# checkpoint; these keep a built-in-world model under 10 MB.
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "lstm-cnn": {"pool": "avgmax", "embed_dim": 128, "hidden_dim": 192, "common_dim": 384, "mlp_dim": 384},
+    "hiecoatt": {},
+}
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
 # Share of images held out for validation when there is no validation file.
@@ -112,7 +123,10 @@ def train_vqa(
     top_k: int = 1000,
     min_count: int = 1,
     model_options: Mapping[str, Any] | None = None,
-    epochs: int = 10,
+    concept_weight: float = 1.0,
+    augment: bool = True,
+    epochs: int = 40,
+    patience: int = 8,
     batch_size: int = 32,
     lr: float = 1e-3,
     device: str = "cpu",
@@ -126,11 +140,17 @@ def train_vqa(
     """Return the run's metrics after training (or resuming) a VQA model.
 
     `model` is "lstm-cnn" (:class:`VQALSTMCNN`) or "hiecoatt" (:class:`HieCoAtt`);
-    `backbone` defaults to "compact" / "small_resnet" (the built-in world's CNNs);
-    `model_options` are further constructor arguments (``hidden_dim``, ``dropout``, ...).
-    `images` is the folder of the image files, named by `image_pattern` (see
-    :func:`vlcam.data.vqa.format_image_name`); there is no augmentation, in particular no
-    flip, since questions ask what is left of what. The answers are the `top_k` most common
+    `backbone` defaults to "compact_deep" / "small_resnet" (the built-in world's CNNs);
+    `model_options` are further constructor arguments (``hidden_dim``, ``dropout``, ``pool``,
+    ...) over `DEFAULT_OPTIONS`. For "lstm-cnn", `concept_weight` weighs an auxiliary loss:
+    predicting from the pooled image features each question's answer and (question word,
+    answer) pairs (:mod:`vlcam.train._concepts`; 0 turns it off). `images` is the folder of the image files, named by
+    `image_pattern` (see :func:`vlcam.data.vqa.format_image_name`). With `augment`, each
+    training image is mirrored half the time, with "left" and "right" swapped in its
+    questions (and answers), and shifted by up to 4% of its side
+    (:mod:`vlcam.train._augment`). The learning rate halves after every `patience` // 2
+    epochs without a better validation accuracy; training stops after `patience` of them
+    (or at `epochs`). The answers are the `top_k` most common
     training answers; the question vocabulary the training words seen at least `min_count`
     times. `batch_size` counts images (each with all its questions). `limit` keeps the first
     `limit` images of each split.
@@ -139,8 +159,9 @@ def train_vqa(
     training files are the built-in world's ``vqa_*_train.json``, their ``_val`` siblings
     if they exist; otherwise 10% of the training images, drawn with `seed`.
 
-    The metrics: ``train_loss`` per epoch, ``val_accuracy`` per epoch (official VQA
-    accuracy), ``initial_val_accuracy``, ``best_val_accuracy``, ``best_epoch``, ``epochs``,
+    The metrics: ``train_loss``, ``val_accuracy`` (official VQA accuracy) and ``lr`` per
+    epoch, ``initial_val_accuracy``, ``best_val_accuracy``, ``best_epoch``, ``epochs``,
+    ``stopped_early``,
     ``prior`` (the image-blind baselines of :func:`vlcam.data.vqa.prior_accuracy` on the
     validation questions), ``num_answers``, ``vocab_size``, ``answer_coverage`` (share of
     training questions whose answer is in the vocabulary), ``train_questions``,
@@ -149,13 +170,15 @@ def train_vqa(
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
     _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, top_k=top_k,
-                    min_count=min_count)
+                    min_count=min_count, patience=patience)
     if limit is not None:
         _check_positive(limit=limit)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
+        raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
     backbone = DEFAULT_BACKBONES[model] if backbone is None else backbone
-    options = dict(model_options or {})
+    options = {**DEFAULT_OPTIONS[model], **(model_options or {})}
     questions, annotations, images, out = Path(questions), Path(annotations), Path(images), Path(out)
     val_files = _validation_files(questions, annotations, val_questions, val_annotations)
     settings = {
@@ -163,7 +186,9 @@ def train_vqa(
         "images": str(images.resolve()), "image_pattern": image_pattern,
         "val_files": [str(p.resolve()) for p in val_files] if val_files else None,
         "model": model, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
-        "top_k": top_k, "min_count": min_count, "model_options": options, "batch_size": batch_size,
+        "top_k": top_k, "min_count": min_count, "model_options": options, "concept_weight": concept_weight,
+        "augment": augment,
+        "patience": patience, "batch_size": batch_size,
         "lr": lr, "seed": seed, "limit": limit,
     }
     train_items = read_vqa(questions, annotations, images, image_pattern=image_pattern, limit=limit)
@@ -177,8 +202,13 @@ def train_vqa(
     torch.manual_seed(seed)
     net = MODELS[model](vocab, answers, backbone, pretrained=pretrained, image_size=image_size,
                         **options).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    state = resume(out, settings, net, optimizer)
+    answer_ids = _answer_ids(train_items, answers)
+    concepts = _concept_head(net, train_items, vocab, answer_ids) if concept_weight > 0 else None
+    # The concept head trains (and resumes) with the model but is not saved with it.
+    trained = nn.ModuleDict({"model": net, **({"concepts": concepts.to(device)} if concepts else {})})
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    state = resume(out, settings, trained, optimizer)
+    mirror = _Mirror(vocab, answers, device) if augment else None
 
     def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> _Batches:
         tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
@@ -189,24 +219,33 @@ def train_vqa(
     val_loader = loader(val_items, shuffle=False)
     if state is None:
         out.mkdir(parents=True, exist_ok=True)
-        state = {"epoch": 0, "settings": settings, "train_loss": [], "val_accuracy": [],
+        state = {"epoch": 0, "settings": settings, "train_loss": [], "val_accuracy": [], "lr": [],
                  "initial_val_accuracy": _accuracy(net, val_loader, val_items, device),
-                 "best_val_accuracy": -1.0, "best_epoch": 0,
+                 "best_val_accuracy": -1.0, "best_epoch": 0, "stopped_early": False,
                  "rng": {"model_init_seed": seed, "epoch_seed": f"{seed} * 1000003 + epoch"}}
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
+        if state["stopped_early"]:
+            break
+        # The plateau rule wants a quantity that falls: the accuracy's negative.
+        epoch_lr = plateau_lr(lr, [-a for a in state["val_accuracy"]], patience)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch)
+        train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler,
+                                  (concepts, concept_weight, answer_ids))
         accuracy = _accuracy(net, val_loader, val_items, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
         state["val_accuracy"].append(accuracy)
+        state["lr"].append(epoch_lr)
         if accuracy > state["best_val_accuracy"]:
             state["best_val_accuracy"], state["best_epoch"] = accuracy, epoch
             net.save(out)
-        save_training(out, net, optimizer, state)
+        state["stopped_early"] = epoch - state["best_epoch"] >= patience
+        save_training(out, trained, optimizer, state)
         if progress:
             # stderr, with the bar: stdout is the caller's (the script prints JSON there).
             tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val VQA accuracy {accuracy:.4f}",
@@ -217,9 +256,11 @@ def train_vqa(
         "epochs": state["epoch"],
         "train_loss": state["train_loss"],
         "val_accuracy": state["val_accuracy"],
+        "lr": state["lr"],
         "initial_val_accuracy": state["initial_val_accuracy"],
         "best_val_accuracy": state["best_val_accuracy"],
         "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"],
         "prior": prior_accuracy(train_items, val_items),
         "num_answers": len(answers),
         "vocab_size": len(vocab),
@@ -299,17 +340,76 @@ def _accuracy(model: VQAModel, batches: _Batches, items: Sequence[VQAItem], devi
     return float(np.mean([vqa_accuracy(model.answers[k], item.answers) for k, item in zip(predicted, items)]))
 
 
+class _Mirror:
+    """What mirroring an image does to its questions' word ids and answers' columns."""
+
+    def __init__(self, vocab: Vocabulary, answers: Sequence[str], device: str) -> None:
+        self.words = mirror_ids(vocab).to(device)
+        self.answers = _mirror_columns(answers).to(device)
+
+    def __call__(self, images: torch.Tensor, questions: torch.Tensor, owner: torch.Tensor, targets: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (images, questions, targets, which questions' images were mirrored [M])."""
+        images, mirrored = augment_images(images, generator)
+        flipped = mirrored.to(images.device)[owner]
+        questions = torch.where(flipped[:, None], self.words[questions], questions)
+        targets = torch.where(flipped[:, None], targets[:, self.answers], targets)
+        return images, questions, targets, flipped
+
+
+# An answer's concepts count only if seen this often: rarer (word, answer) pairs are noise.
+_CONCEPT_MIN_COUNT = 5
+
+
+def _answer_ids(items: Sequence[VQAItem], answers: Sequence[str]) -> torch.Tensor:
+    """Return each item's most common answer's column, -1 when it is not in `answers`."""
+    index = {a: k for k, a in enumerate(answers)}
+    return torch.tensor([index.get(i.multiple_choice_answer, -1) for i in items])
+
+
+def _concept_head(model: VQAModel, items: Sequence[VQAItem], vocab: Vocabulary,
+                  answer_ids: torch.Tensor) -> Concepts | None:
+    """Return the concept head for `model` (None for a model without pooled features: hiecoatt)."""
+    if not isinstance(model, VQALSTMCNN):
+        return None
+    tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
+    codes = frequent_codes((answer_codes(torch.tensor([t]), answer_ids[n:n + 1], len(vocab))
+                            for n, t in enumerate(tokens)), _CONCEPT_MIN_COUNT)
+    return Concepts(codes, POOL_WIDTH[model.pool] * model.cnn.out_channels)
+
+
+def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
+    """Return, per answer column, the column of its mirror image ("left" <-> "right"), else its own."""
+    index = {a: k for k, a in enumerate(answers)}
+    return torch.tensor([index.get(MIRRORED_WORDS.get(a, a), k) for k, a in enumerate(answers)])
+
+
 def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
-                 device: str, epoch: int) -> float:
+                 device: str, epoch: int, mirror: _Mirror | None, generator: torch.Generator,
+                 concept_loss: tuple[Concepts | None, float, torch.Tensor]) -> float:
     model.train()
+    concepts, concept_weight, all_answer_ids = concept_loss
     total, count = 0.0, 0
     for images, questions, owner, indices in batches:
         images, questions, owner = images.to(device), questions.to(device), owner.to(device)
         # Targets per batch: a dense [questions, answers] table of all of VQA v2 would not fit.
         targets = soft_targets([items[i] for i in indices.tolist()], model.answers).to(device)
-        features = model.encode_images(images)
+        answer_ids = all_answer_ids[indices].to(device)
+        if mirror is not None:
+            images, questions, targets, flipped = mirror(images, questions, owner, targets, generator)
+            mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
+            answer_ids = torch.where(flipped & (answer_ids >= 0), mirrored_ids, answer_ids)
+        if concepts is not None and isinstance(model, VQALSTMCNN):
+            pooled = model.pooled_features(images)
+            features = model.project_pooled(pooled)
+            codes = answer_codes(questions, answer_ids, len(model.vocab))
+            extra = concept_weight * F.binary_cross_entropy_with_logits(
+                concepts(pooled), concepts.targets(codes, owner, images.shape[0]))
+        else:
+            features, extra = model.encode_images(images), torch.zeros((), device=images.device)
         logits = model.answer_logits(features[owner], questions)
-        loss = soft_target_loss(logits, targets)
+        answer_loss = soft_target_loss(logits, targets)
+        loss = answer_loss + extra
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"
@@ -318,8 +418,8 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), _MAX_GRAD_NORM)
         optimizer.step()
-        total, count = total + loss.item() * len(indices), count + len(indices)
-        batches.set_postfix(loss=f"{loss.item():.3f}")
+        total, count = total + answer_loss.item() * len(indices), count + len(indices)
+        batches.set_postfix(loss=f"{answer_loss.item():.3f}")
     return total / max(count, 1)
 
 

@@ -1,0 +1,84 @@
+"""Visual concepts read off an image's captions or questions: an auxiliary training target.
+
+A Show-and-Tell decoder (or an LSTM+CNN VQA model) trained from scratch learns the text's
+regularities long before it learns to look: on the built-in world, after 10 epochs, the
+objects the captioner names are in the image about as often as chance has it
+(benchmarks/RESULTS.md). Predicting from the pooled image features which concepts the
+image's text holds gives the CNN a direct signal from the first step (after Fang et al.,
+CVPR 2015, who detect caption words with a CNN, and Yao et al., ICCV 2017, who feed such
+attributes to an LSTM). A caption's concepts are its words and pairs of adjacent words
+("red", "ball", "red ball"); a question's are its answer and each (question word, answer)
+pair (("ball", "red") for "what color is the ball?" - "red"). Word pairs carry what single
+words cannot: which colour goes with which shape.
+
+The head belongs to the trainer, not the model: a checkpoint is the plain model, and its
+maps explain its captions and answers, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from vlcam.text import END, PAD, START, UNK
+
+_SPECIAL = torch.tensor([PAD, START, END, UNK])
+
+
+def caption_codes(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Return concept codes [M, 2L-1] of captions [M, L]: word ids, then adjacent pairs (-1: none)."""
+    special = torch.isin(tokens, _SPECIAL.to(tokens.device))
+    words = torch.where(special, -1, tokens)
+    pairs = vocab_size + tokens[:, :-1] * vocab_size + tokens[:, 1:]
+    pairs = torch.where(special[:, :-1] | special[:, 1:], -1, pairs)
+    return torch.cat([words, pairs], dim=1)
+
+
+def answer_codes(questions: torch.Tensor, answers: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Return concept codes [M, L+1] of questions [M, L] (word ids) and their answers [M]
+    (answer ids, -1 for none): the answer, then each (word, answer) pair (-1: none)."""
+    answers = answers[:, None]
+    special = torch.isin(questions, _SPECIAL.to(questions.device)) | (answers < 0)
+    # Pair codes start past every answer id (fewer than 2**20 answers in any VQA data).
+    pairs = torch.where(special, -1, 2**20 + answers * vocab_size + questions)
+    return torch.cat([answers, pairs], dim=1)
+
+
+def frequent_codes(batches: Iterable[torch.Tensor], min_count: int) -> list[int]:
+    """Return the codes seen at least `min_count` times (counting each row once) in code tensors."""
+    counts: Counter[int] = Counter()
+    for codes in batches:
+        for row in codes.tolist():
+            counts.update({c for c in row if c >= 0})
+    return sorted(c for c, n in counts.items() if n >= min_count)
+
+
+class Concepts(nn.Module):
+    """A linear head over pooled image features [B, F] that scores each known concept code."""
+
+    def __init__(self, codes: list[int], features: int) -> None:
+        super().__init__()
+        if not codes:
+            raise ValueError("no concept is frequent enough to train on; lower min_count or disable concepts")
+        self.register_buffer("codes", torch.tensor(sorted(codes), dtype=torch.long), persistent=False)
+        self.head = nn.Linear(features, len(codes))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Return concept logits [B, K]."""
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+    def targets(self, codes: torch.Tensor, owner: torch.Tensor, images: int) -> torch.Tensor:
+        """Return multi-hot targets [images, K]: the known concepts of any text of each image.
+
+        `codes` [M, C] are the texts' concept codes (-1: none); `owner` [M] each text's image.
+        """
+        index = torch.searchsorted(self.codes, codes.clamp_min(0)).clamp_max(len(self.codes) - 1)
+        known = (self.codes[index] == codes) & (codes >= 0)
+        hits = torch.zeros(codes.shape[0], len(self.codes), device=codes.device)
+        hits.scatter_add_(1, torch.where(known, index, 0), known.float()).clamp_(max=1.0)
+        per_image = torch.zeros(images, len(self.codes), device=codes.device)
+        return per_image.index_add_(0, owner, hits).clamp_(max=1.0)
