@@ -146,7 +146,8 @@ def _captioner(args: argparse.Namespace) -> int:
         args.captions, args.images, args.out,
         backbone=args.backbone, pretrained=args.pretrained, image_size=args.image_size,
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
-        image_input=args.image_input, concept_weight=args.concept_weight, augment=args.augment, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=_device(args),
+        image_input=args.image_input, concept_weight=args.concept_weight, augment=args.augment,
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=_device(args),
         val_captions=args.val_captions, min_count=args.min_count, num_workers=args.num_workers,
         limit=args.limit, seed=args.seed, progress=not args.no_progress,
     )
