@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ _FAMILIES = (
 class _CompactLayout:
     widths: tuple[int, ...]
     strides: tuple[int, ...]
-    padding_mode: str
+    padding_mode: Literal["zeros", "replicate"]
 
 
 # Small CNNs for the built-in world, all of total stride 8 (a 16 x 16 map at 128^2, fine

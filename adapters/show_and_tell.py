@@ -9,7 +9,7 @@ map (`default_layer`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,19 @@ KIND = "show_and_tell"
 # the background, present in every image, carry no information and cannot dominate;
 # "avgmax" concatenates the two (2C values), so that how much of a feature there is (how
 # many balls) survives beside whether it is anywhere.
-POOLS = {
-    "avg": lambda conv_map: conv_map.mean(dim=(2, 3)),
-    "max": lambda conv_map: conv_map.amax(dim=(2, 3)),
-    "avgmax": lambda conv_map: torch.cat([conv_map.mean(dim=(2, 3)), conv_map.amax(dim=(2, 3))], dim=1),
-}
+def _avg(conv_map: torch.Tensor) -> torch.Tensor:
+    return conv_map.mean(dim=(2, 3))
+
+
+def _max(conv_map: torch.Tensor) -> torch.Tensor:
+    return conv_map.amax(dim=(2, 3))
+
+
+def _avgmax(conv_map: torch.Tensor) -> torch.Tensor:
+    return torch.cat([_avg(conv_map), _max(conv_map)], dim=1)
+
+
+POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"avg": _avg, "max": _max, "avgmax": _avgmax}
 # How many values per channel each pooling gives.
 POOL_WIDTH = {"avg": 1, "max": 1, "avgmax": 2}
 # What follows the projection of the pooled features. "batchnorm" is the tutorial encoder's

@@ -59,6 +59,8 @@ def frequent_codes(batches: Iterable[torch.Tensor], min_count: int) -> list[int]
 class Concepts(nn.Module):
     """A linear head over pooled image features [B, F] that scores each known concept code."""
 
+    codes: torch.Tensor
+
     def __init__(self, codes: list[int], features: int) -> None:
         super().__init__()
         if not codes:
