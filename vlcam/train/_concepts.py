@@ -11,6 +11,12 @@ attributes to an LSTM). A caption's concepts are its words and pairs of adjacent
 pair (("ball", "red") for "what color is the ball?" - "red"). Word pairs carry what single
 words cannot: which colour goes with which shape.
 
+The loss (`concept_loss`) sums the binary cross-entropy over the concepts and averages it
+over the images: averaged over hundreds of concepts as well, each one's signal is too weak
+to teach the CNN shapes in the first epochs (a head with about 800 concepts reached a
+ranking AUC of 0.6-0.7 for shape words after 9 epochs, a head over the 10 shapes alone 0.82
+after 100 steps).
+
 The head belongs to the trainer, not the model: a checkpoint is the plain model, and its
 maps explain its captions and answers, nothing else.
 """
@@ -19,8 +25,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlcam.text import END, PAD, START, UNK
@@ -84,3 +93,46 @@ class Concepts(nn.Module):
         hits.scatter_add_(1, torch.where(known, index, 0), known.float()).clamp_(max=1.0)
         per_image = torch.zeros(images, len(self.codes), device=codes.device)
         return per_image.index_add_(0, owner, hits).clamp_(max=1.0)
+
+
+def concept_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Return the binary cross-entropy of concept logits [B, K], summed over concepts, mean over images."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / max(1, logits.shape[0])
+
+
+class Categories:
+    """Which object categories each image holds, from a COCO instances file: a clean concept.
+
+    Caption words are noisy concepts (an image with a ball may have no caption that says
+    "ball": they say "sphere", or talk about other objects), and a CNN learns shapes from
+    them slowly; where the data has instance annotations, as COCO does, the categories
+    present are exact. `targets(image_ids)` is the multi-hot [B, C] of each image.
+    """
+
+    def __init__(self, instances: dict[str, Any]) -> None:
+        categories = sorted({int(c["id"]) for c in instances.get("categories", [])}
+                            | {int(a["category_id"]) for a in instances["annotations"]})
+        self.column = {c: k for k, c in enumerate(categories)}
+        self.present: dict[int, list[int]] = {}
+        for ann in instances["annotations"]:
+            self.present.setdefault(int(ann["image_id"]), []).append(self.column[int(ann["category_id"])])
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def targets(self, image_ids: torch.Tensor) -> torch.Tensor:
+        """Return the multi-hot categories [B, C] of images `image_ids` [B] (all zero if unannotated)."""
+        out = torch.zeros(len(image_ids), len(self.column))
+        for row, image_id in enumerate(image_ids.tolist()):
+            out[row, self.present.get(int(image_id), [])] = 1.0
+        return out
+
+
+def sibling_instances(text_file: Path, train_name: str, instances: str | Path | None) -> Path | None:
+    """Return the instances file to take categories from: `instances` if given, else the
+    ``instances_train.json`` beside a `text_file` named `train_name` (the COCO and built-in
+    layout) if there is one, else None (no category loss)."""
+    if instances is not None:
+        return Path(instances)
+    sibling = text_file.with_name("instances_train.json")
+    return sibling if text_file.name == train_name and sibling.is_file() else None

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, ShowAndTell
-from vlcam.data.coco import read_coco_json
+from vlcam.data.coco import read_coco_file, read_coco_json
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
 from vlcam.train._augment import augment_images, mirror_ids
-from vlcam.train._concepts import Concepts, caption_codes, frequent_codes
+from vlcam.train._concepts import Categories, Concepts, caption_codes, concept_loss, frequent_codes, sibling_instances
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
@@ -44,10 +44,11 @@ DEFAULT_BACKBONE = "compact_deep"
 class _Pair:
     image: Path
     caption: str
+    image_id: int
 
 
-# Item i: (a normalised [3, S, S] image, the token ids of each of its captions).
-_Item = tuple[torch.Tensor, list[list[int]]]
+# Item i: (a normalised [3, S, S] image, the token ids of each of its captions, its image id).
+_Item = tuple[torch.Tensor, list[list[int]], int]
 # A loader over CaptionDataset; collate turns its items into (images, tokens, owner) batches.
 _Batches = DataLoader[_Item]
 
@@ -69,10 +70,13 @@ class CaptionDataset(Dataset[_Item]):
         # Rare words were cut from the vocabulary on purpose: no warning for them.
         tokens = vocab.encode_many((p.caption for p in pairs), warn=False)
         groups: dict[Path, list[list[int]]] = {}
+        image_ids: dict[Path, int] = {}
         for pair, ids in zip(pairs, tokens):
             groups.setdefault(pair.image, []).append(ids)
+            image_ids[pair.image] = pair.image_id
         self.images = list(groups)
         self.tokens = [groups[image] for image in self.images]
+        self.image_ids = [image_ids[image] for image in self.images]
         self.image_size, self.mean, self.std = image_size, mean, std
 
     def __len__(self) -> int:
@@ -80,15 +84,16 @@ class CaptionDataset(Dataset[_Item]):
 
     def __getitem__(self, i: int) -> _Item:
         image, _ = preprocess(self.images[i], self.image_size, self.mean, self.std)
-        return image[0], self.tokens[i]
+        return image[0], self.tokens[i], self.image_ids[i]
 
 
-def collate(batch: list[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return (images [B, 3, S, S], <pad>-padded tokens [M, L], image of each caption [M])."""
-    images = torch.stack([image for image, _ in batch])
-    owner = torch.tensor([n for n, (_, captions) in enumerate(batch) for _ in captions])
-    tokens = [ids for _, captions in batch for ids in captions]
-    return images, torch.tensor(pad_sequences(tokens), dtype=torch.long), owner
+def collate(batch: list[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (images [B, 3, S, S], <pad>-padded tokens [M, L], image of each caption [M], image ids [B])."""
+    images = torch.stack([image for image, _, _ in batch])
+    owner = torch.tensor([n for n, (_, captions, _) in enumerate(batch) for _ in captions])
+    tokens = [ids for _, captions, _ in batch for ids in captions]
+    image_ids = torch.tensor([image_id for _, _, image_id in batch])
+    return images, torch.tensor(pad_sequences(tokens), dtype=torch.long), owner, image_ids
 
 
 def train_captioner(
@@ -108,10 +113,11 @@ def train_captioner(
     augment: bool = True,
     epochs: int = 30,
     patience: int = 6,
-    batch_size: int = 32,
+    batch_size: int = 16,
     lr: float = 1e-3,
     device: str = "cpu",
     val_captions: str | Path | None = None,
+    instances: str | Path | None = None,
     min_count: int = 5,
     num_workers: int = 0,
     seed: int = 0,
@@ -149,10 +155,12 @@ def train_captioner(
         raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
     captions, images, out = Path(captions), Path(images), Path(out)
     val_source = _validation_source(captions, val_captions)
+    instances_source = sibling_instances(captions, "captions_train.json", instances)
     settings = {
         "captions": str(captions.resolve()),
         "images": str(images.resolve()),
         "val_captions": str(val_source.resolve()) if val_source else None,
+        "instances": str(instances_source.resolve()) if instances_source else None,
         "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout, "pool": pool,
         "image_input": image_input, "concept_weight": concept_weight, "augment": augment, "patience": patience,
@@ -172,8 +180,13 @@ def train_captioner(
     train_tokens = vocab.encode_many((p.caption for p in train_pairs), warn=False)
     codes = frequent_codes((caption_codes(torch.tensor([ids]), len(vocab)) for ids in train_tokens), min_count)
     concepts = Concepts(codes, POOL_WIDTH[pool] * model.encoder.out_channels).to(device)
-    # The concept head trains (and resumes) with the captioner but is not saved with it.
-    trained = nn.ModuleDict({"captioner": model, "concepts": concepts})
+    categories = Categories(read_coco_file(instances_source, "instances", ("annotations",), "'annotations'")) \
+        if instances_source else None
+    features = POOL_WIDTH[pool] * model.encoder.out_channels
+    category_head = nn.Linear(features, len(categories)).to(device) if categories else None
+    # The concept heads train (and resume) with the captioner but are not saved with it.
+    trained = nn.ModuleDict({"captioner": model, "concepts": concepts,
+                             **({"categories": category_head} if category_head else {})})
     optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
     state = resume(out, settings, trained, optimizer)
     mirror = mirror_ids(vocab).to(device) if augment else None
@@ -201,8 +214,8 @@ def train_captioner(
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_pairs, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(model, concepts, concept_weight, optimizer, bar, device, epoch, mirror,
-                                  shuffler)
+        train_loss = _train_epoch(model, (concepts, category_head, categories, concept_weight), optimizer, bar,
+                                  device, epoch, mirror, shuffler)
         val_loss = _evaluate(model, val_loader, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -237,13 +250,17 @@ def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)
 
 
-def _train_epoch(model: ShowAndTell, concepts: Concepts, concept_weight: float, optimizer: torch.optim.Optimizer,
+_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float]
+
+
+def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.optim.Optimizer,
                  batches: tqdm, device: str, epoch: int, mirror: torch.Tensor | None,
                  generator: torch.Generator) -> float:
+    concepts, category_head, categories, concept_weight = setup
     model.train()
     concepts.train()
     total, count = 0.0, 0
-    for images, tokens, owner in batches:
+    for images, tokens, owner, image_ids in batches:
         images, tokens, owner = (t.to(device, non_blocking=True) for t in (images, tokens, owner))
         if mirror is not None:
             images, mirrored = augment_images(images, generator)
@@ -254,8 +271,11 @@ def _train_epoch(model: ShowAndTell, concepts: Concepts, concept_weight: float, 
         loss = words
         if concept_weight > 0:
             targets = concepts.targets(caption_codes(tokens, len(model.vocab)), owner, images.shape[0])
-            loss = loss + concept_weight * F.binary_cross_entropy_with_logits(
-                concepts(POOLS[model.pool](conv_map)), targets)
+            pooled = POOLS[model.pool](conv_map)
+            loss = loss + concept_weight * concept_loss(concepts(pooled), targets)
+            if category_head is not None and categories is not None:
+                present = categories.targets(image_ids).to(device)
+                loss = loss + concept_weight * concept_loss(category_head(pooled), present)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"
@@ -276,7 +296,7 @@ def _evaluate(model: ShowAndTell, batches: _Batches, device: str) -> float:
     total, count = 0.0, 0
     try:
         with torch.no_grad():
-            for images, tokens, owner in batches:
+            for images, tokens, owner, _ in batches:
                 images, tokens, owner = images.to(device), tokens.to(device), owner.to(device)
                 logits = model.vector_logits(model.image_vector(model.encode(images))[owner], tokens)
                 total += F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(),
@@ -301,7 +321,7 @@ def _read_pairs(captions: Path, images: Path, limit: int | None) -> list[_Pair]:
     files = {im["id"]: im["file_name"] for im in data["images"]}
     kept = sorted(files)[:limit] if limit is not None else sorted(files)
     keep = set(kept)
-    pairs = [_Pair(images / files[a["image_id"]], a["caption"])
+    pairs = [_Pair(images / files[a["image_id"]], a["caption"], int(a["image_id"]))
              for a in data["annotations"] if a["image_id"] in keep]
     if not pairs:
         raise ValueError(f"{captions} holds no captions (limit={limit!r})")

@@ -36,6 +36,7 @@ from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.show_and_tell import POOL_WIDTH
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
+from vlcam.data.coco import read_coco_file
 from vlcam.data.vqa import (
     COCO_IMAGE_PATTERN,
     VQAItem,
@@ -48,7 +49,14 @@ from vlcam.data.vqa import (
 from vlcam.image import preprocess
 from vlcam.text import Vocabulary, pad_sequences
 from vlcam.train._augment import MIRRORED_WORDS, augment_images, mirror_ids
-from vlcam.train._concepts import Concepts, answer_codes, frequent_codes
+from vlcam.train._concepts import (
+    Categories,
+    Concepts,
+    answer_codes,
+    concept_loss,
+    frequent_codes,
+    sibling_instances,
+)
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 
 # The constructors differ past (vocab, answers, backbone); train_vqa passes the rest by keyword.
@@ -127,11 +135,12 @@ def train_vqa(
     augment: bool = True,
     epochs: int = 40,
     patience: int = 8,
-    batch_size: int = 32,
+    batch_size: int = 16,
     lr: float = 1e-3,
     device: str = "cpu",
     val_questions: str | Path | None = None,
     val_annotations: str | Path | None = None,
+    instances: str | Path | None = None,
     num_workers: int = 0,
     seed: int = 0,
     limit: int | None = None,
@@ -144,7 +153,10 @@ def train_vqa(
     `model_options` are further constructor arguments (``hidden_dim``, ``dropout``, ``pool``,
     ...) over `DEFAULT_OPTIONS`. For "lstm-cnn", `concept_weight` weighs an auxiliary loss:
     predicting from the pooled image features each question's answer and (question word,
-    answer) pairs (:mod:`vlcam.train._concepts`; 0 turns it off). `images` is the folder of the image files, named by
+    answer) pairs, and which object categories the image holds, read from `instances` (a
+    COCO instances file; by default the ``instances_train.json`` beside a
+    ``vqa_questions_train.json``, none otherwise) (:mod:`vlcam.train._concepts`; 0 turns
+    both off). `images` is the folder of the image files, named by
     `image_pattern` (see :func:`vlcam.data.vqa.format_image_name`). With `augment`, each
     training image is mirrored half the time, with "left" and "right" swapped in its
     questions (and answers), and shifted by up to 4% of its side
@@ -181,10 +193,12 @@ def train_vqa(
     options = {**DEFAULT_OPTIONS[model], **(model_options or {})}
     questions, annotations, images, out = Path(questions), Path(annotations), Path(images), Path(out)
     val_files = _validation_files(questions, annotations, val_questions, val_annotations)
+    instances_source = sibling_instances(questions, "vqa_questions_train.json", instances)
     settings = {
         "questions": str(questions.resolve()), "annotations": str(annotations.resolve()),
         "images": str(images.resolve()), "image_pattern": image_pattern,
         "val_files": [str(p.resolve()) for p in val_files] if val_files else None,
+        "instances": str(instances_source.resolve()) if instances_source else None,
         "model": model, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "top_k": top_k, "min_count": min_count, "model_options": options, "concept_weight": concept_weight,
         "augment": augment,
@@ -204,8 +218,13 @@ def train_vqa(
                         **options).to(device)
     answer_ids = _answer_ids(train_items, answers)
     concepts = _concept_head(net, train_items, vocab, answer_ids) if concept_weight > 0 else None
-    # The concept head trains (and resumes) with the model but is not saved with it.
-    trained = nn.ModuleDict({"model": net, **({"concepts": concepts.to(device)} if concepts else {})})
+    categories = Categories(read_coco_file(instances_source, "instances", ("annotations",), "'annotations'")) \
+        if instances_source and concepts else None
+    category_head = nn.Linear(concepts.head.in_features, len(categories)).to(device) \
+        if concepts and categories else None
+    # The concept heads train (and resume) with the model but are not saved with it.
+    trained = nn.ModuleDict({"model": net, **({"concepts": concepts.to(device)} if concepts else {}),
+                             **({"categories": category_head} if category_head else {})})
     optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
     state = resume(out, settings, trained, optimizer)
     mirror = _Mirror(vocab, answers, device) if augment else None
@@ -235,7 +254,7 @@ def train_vqa(
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
         train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler,
-                                  (concepts, concept_weight, answer_ids))
+                                  (concepts, concept_weight, answer_ids, category_head, categories))
         accuracy = _accuracy(net, val_loader, val_items, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -386,9 +405,10 @@ def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
 
 def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
                  device: str, epoch: int, mirror: _Mirror | None, generator: torch.Generator,
-                 concept_loss: tuple[Concepts | None, float, torch.Tensor]) -> float:
+                 concept_setup: tuple[Concepts | None, float, torch.Tensor, nn.Linear | None,
+                                      Categories | None]) -> float:
     model.train()
-    concepts, concept_weight, all_answer_ids = concept_loss
+    concepts, concept_weight, all_answer_ids, category_head, categories = concept_setup
     total, count = 0.0, 0
     for images, questions, owner, indices in batches:
         images, questions, owner = images.to(device), questions.to(device), owner.to(device)
@@ -403,8 +423,12 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
             pooled = model.pooled_features(images)
             features = model.project_pooled(pooled)
             codes = answer_codes(questions, answer_ids, len(model.vocab))
-            extra = concept_weight * F.binary_cross_entropy_with_logits(
-                concepts(pooled), concepts.targets(codes, owner, images.shape[0]))
+            extra = concept_weight * concept_loss(concepts(pooled), concepts.targets(codes, owner, images.shape[0]))
+            if category_head is not None and categories is not None:
+                image_ids = torch.zeros(images.shape[0], dtype=torch.long)
+                image_ids[owner.cpu()] = torch.tensor([items[i].image_id for i in indices.tolist()])
+                present = categories.targets(image_ids).to(device)
+                extra = extra + concept_weight * concept_loss(category_head(pooled), present)
         else:
             features, extra = model.encode_images(images), torch.zeros((), device=images.device)
         logits = model.answer_logits(features[owner], questions)
