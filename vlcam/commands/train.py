@@ -52,6 +52,8 @@ def add_commands(sub: Any) -> None:
                    help="images per batch, each with all its captions")
     c.add_argument("--lr", type=float, default=default["lr"])
     c.add_argument("--val-captions", default=None, help="COCO captions JSON for validation")
+    c.add_argument("--instances", default=None, help="COCO instances JSON of the training images, for the "
+                   "category concepts (default: instances_train.json beside captions_train.json, if there)")
     c.add_argument("--min-count", type=int, default=default["min_count"], help="keep words seen at least this often")
     c.add_argument("--num-workers", type=int, default=0)
     c.add_argument("--seed", type=int, default=0)
@@ -95,6 +97,8 @@ def add_commands(sub: Any) -> None:
     v.add_argument("--lr", type=float, default=vqa_default["lr"])
     v.add_argument("--val-questions", default=None, help="questions JSON for validation")
     v.add_argument("--val-annotations", default=None, help="annotations JSON for validation")
+    v.add_argument("--instances", default=None, help="COCO instances JSON of the training images, for the "
+                   "category concepts (default: instances_train.json beside vqa_questions_train.json, if there)")
     v.add_argument("--num-workers", type=int, default=0)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,8 +152,8 @@ def _captioner(args: argparse.Namespace) -> int:
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
         image_input=args.image_input, concept_weight=args.concept_weight, augment=args.augment,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=_device(args),
-        val_captions=args.val_captions, min_count=args.min_count, num_workers=args.num_workers,
-        limit=args.limit, seed=args.seed, progress=not args.no_progress,
+        val_captions=args.val_captions, instances=args.instances, min_count=args.min_count,
+        num_workers=args.num_workers, limit=args.limit, seed=args.seed, progress=not args.no_progress,
     )
     return finish(metrics, args, f"captioner trained: {args.out}")
 
@@ -166,7 +170,7 @@ def _vqa(args: argparse.Namespace) -> int:
         augment=args.augment, epochs=args.epochs,
         patience=args.patience,
         batch_size=args.batch_size, lr=args.lr, device=_device(args),
-        val_questions=args.val_questions, val_annotations=args.val_annotations,
+        val_questions=args.val_questions, val_annotations=args.val_annotations, instances=args.instances,
         num_workers=args.num_workers, limit=args.limit, seed=args.seed, progress=not args.no_progress,
     )
     return finish(metrics, args, f"{args.model} VQA model trained: {args.out}")

@@ -29,7 +29,15 @@ from vlcam.data.coco import read_coco_file, read_coco_json
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
 from vlcam.train._augment import augment_images, mirror_ids
-from vlcam.train._concepts import Categories, Concepts, caption_codes, concept_loss, frequent_codes, sibling_instances
+from vlcam.train._concepts import (
+    Categories,
+    Concepts,
+    caption_codes,
+    category_loss,
+    concept_loss,
+    frequent_codes,
+    sibling_instances,
+)
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
@@ -111,7 +119,7 @@ def train_captioner(
     image_input: str = "every",
     concept_weight: float = 1.0,
     augment: bool = True,
-    epochs: int = 30,
+    epochs: int = 20,
     patience: int = 6,
     batch_size: int = 16,
     lr: float = 1e-3,
@@ -275,7 +283,7 @@ def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.opti
             loss = loss + concept_weight * concept_loss(concepts(pooled), targets)
             if category_head is not None and categories is not None:
                 present = categories.targets(image_ids).to(device)
-                loss = loss + concept_weight * concept_loss(category_head(pooled), present)
+                loss = loss + concept_weight * category_loss(category_head(pooled), present)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"

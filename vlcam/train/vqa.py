@@ -53,6 +53,7 @@ from vlcam.train._concepts import (
     Categories,
     Concepts,
     answer_codes,
+    category_loss,
     concept_loss,
     frequent_codes,
     sibling_instances,
@@ -133,7 +134,7 @@ def train_vqa(
     model_options: Mapping[str, Any] | None = None,
     concept_weight: float = 1.0,
     augment: bool = True,
-    epochs: int = 40,
+    epochs: int = 25,
     patience: int = 8,
     batch_size: int = 16,
     lr: float = 1e-3,
@@ -428,7 +429,7 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
                 image_ids = torch.zeros(images.shape[0], dtype=torch.long)
                 image_ids[owner.cpu()] = torch.tensor([items[i].image_id for i in indices.tolist()])
                 present = categories.targets(image_ids).to(device)
-                extra = extra + concept_weight * concept_loss(category_head(pooled), present)
+                extra = extra + concept_weight * category_loss(category_head(pooled), present)
         else:
             features, extra = model.encode_images(images), torch.zeros((), device=images.device)
         logits = model.answer_logits(features[owner], questions)
