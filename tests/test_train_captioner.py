@@ -24,7 +24,7 @@ from vlcam.train.captioner import train_captioner
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny on purpose: 48 training images seen at 32^2 (4 a batch, with their captions), a small LSTM, two epochs.
+# Tiny on purpose: 48 training images seen at 32^2 (4 a batch, with their captions), a small LSTM, a few epochs.
 FAST = dict(image_size=32, embed_dim=32, hidden_dim=64, batch_size=4, lr=1e-2, min_count=1, progress=False)
 
 
@@ -64,9 +64,9 @@ def _model_loss(model: ShowAndTell, world: Path) -> float:
 
 
 def test_training_beats_the_initial_model_and_a_unigram_baseline(world: Path, tmp_path: Path) -> None:
-    metrics = train_captioner(world / "captions_train.json", world / "images", tmp_path / "run", epochs=2, **FAST)
+    metrics = train_captioner(world / "captions_train.json", world / "images", tmp_path / "run", epochs=3, **FAST)
     assert (metrics["train_pairs"], metrics["val_pairs"]) == (240, 60)  # the sibling val file is used
-    assert len(metrics["val_loss"]) == len(metrics["train_loss"]) == 2
+    assert len(metrics["val_loss"]) == len(metrics["train_loss"]) == 3
     assert metrics["val_loss"][-1] < metrics["val_loss"][0] < metrics["initial_val_loss"]
     model = ShowAndTell.load(tmp_path / "run")
     assert metrics["best_val_loss"] < _unigram_loss(model, world) - 0.5
@@ -74,7 +74,7 @@ def test_training_beats_the_initial_model_and_a_unigram_baseline(world: Path, tm
     assert _model_loss(model, world) == pytest.approx(metrics["best_val_loss"], rel=1e-4)
     assert metrics["best_val_loss"] == min(metrics["val_loss"])
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
-    assert state["epoch"] == 2 and state["best_val_loss"] == metrics["best_val_loss"]
+    assert state["epoch"] == 3 and state["best_val_loss"] == metrics["best_val_loss"]
 
 
 def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(world: Path, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ auxiliary loss, and the learning-rate rule."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +98,32 @@ def test_a_questions_concepts_are_its_answer_and_each_word_answer_pair() -> None
     assert pairs == [(3, vocab.words.index(w)) for w in "what color is the ball".split()]
     none = answer_codes(questions, torch.tensor([-1]), len(vocab))
     assert (none == -1).all()  # an answer outside the vocabulary gives no concept
+
+
+def test_categories_and_their_attributes_are_read_off_the_instances() -> None:
+    from vlcam.train._concepts import Categories
+
+    instances = {"annotations": [
+        {"id": 1, "image_id": 7, "category_id": 2, "bbox": [0, 0, 1, 1], "color": "red", "size": "small"},
+        {"id": 2, "image_id": 7, "category_id": 5, "bbox": [0, 0, 1, 1], "color": "blue"},
+        {"id": 3, "image_id": 8, "category_id": 2, "bbox": [0, 0, 1, 1], "color": "blue"},
+    ]}
+    categories = Categories(instances)
+    targets = categories.targets(torch.tensor([7, 8, 9]))
+
+    def on(row: int) -> set:
+        return {label for label, k in categories.column.items() if targets[row, k]}
+
+    assert on(0) == {(2,), (2, "color", "red"), (2, "size", "small"), (5,), (5, "color", "blue")}
+    assert on(1) == {(2,), (2, "color", "blue")}
+    assert on(2) == set()  # an image without instances
+
+
+def test_the_instances_beside_a_training_file_are_found_and_others_are_not_guessed(tmp_path) -> None:
+    from vlcam.train._concepts import sibling_instances
+
+    (tmp_path / "instances_train.json").write_text("{}")
+    assert sibling_instances(tmp_path / "captions_train.json", "captions_train.json", None) == \
+        tmp_path / "instances_train.json"
+    assert sibling_instances(tmp_path / "my_captions.json", "captions_train.json", None) is None
+    assert sibling_instances(tmp_path / "my_captions.json", "captions_train.json", "x.json") == Path("x.json")

@@ -3,7 +3,8 @@
 Each shipped model is the trainer's defaults on the built-in world (3,000 scenes at 128²,
 seed 0: 2,400 train, 600 held out), trained on the CPU with seed 0; only the best-validation
 checkpoint (weights, config, vocabularies; no optimizer state) is copied into the package.
-An interrupted rebuild resumes. On the same machine the same files come back bit for bit.
+An interrupted rebuild resumes. On the same machine, with the same number of torch threads
+(the shipped files: one, ``OMP_NUM_THREADS=1``), the same files come back bit for bit.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ WORLD = {"num_images": 3000, "image_size": 128, "seed": 0}
 ASSETS = {"captioner": "show_and_tell_synthetic", "vqa": "vqa_lstm_cnn_synthetic"}
 FILES = {"captioner": ("model.safetensors", "config.json", "vocab.json"),
          "vqa": ("model.safetensors", "config.json", "vocab.json", "answers.json")}
-# What one rebuild took on the 2-core CPU machine of benchmarks/RESULTS.md.
-MINUTES_ON_2_CPU_CORES = {"captioner": 45, "vqa": 45}
+# What one rebuild took on the CPU machine of benchmarks/RESULTS.md: one torch thread each,
+# the two trained side by side on its 2 cores (OMP_NUM_THREADS=1).
+MINUTES_ON_2_CPU_CORES = {"captioner": 26, "vqa": 25}
 
 
 def reproduce_shipped(which: str, work: str | Path, dest: str | Path | None = None, *,
