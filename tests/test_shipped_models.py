@@ -21,7 +21,6 @@ from vlcam.demo import SHIPPED_VQA, shipped_checkpoint
 from vlcam.eval.captions import caption_quality
 from vlcam.eval.pointing import caption_pointing_games
 
-
 # What the shipped models reach on these 12 scenes, with a margin (benchmarks/RESULTS.md has
 # the figures on 200 held-out scenes and on a fresh world).
 PRECISION, RECALL, COLOR = 0.9, 0.6, 0.85
