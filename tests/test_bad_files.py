@@ -60,9 +60,9 @@ REQUIRED = {
     "hiecoatt": ["backbone", "hidden_dim", "attention_dim", "image_size", "dropout", "vocab_size",
                  "num_answers"],
 }
-OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1}, "vqa_lstm_cnn": {},
-            "hiecoatt": {}}
-CHOICES = {"pool": ("avg", "max"), "image_norm": ("none", "batchnorm")}
+OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1, "image_input": "first"},
+            "vqa_lstm_cnn": {"pool": "avg"}, "hiecoatt": {}}
+CHOICES = {"pool": ("avg", "max", "avgmax"), "image_norm": ("none", "batchnorm"), "image_input": ("first", "every")}
 FILES = {kind: ["config.json", "vocab.json", "model.safetensors"] + (["answers.json"] if kind != "show_and_tell"
                                                                      else []) for kind in KINDS}
 # The shipped captioner at 128 x 128 runs several times faster on one thread than on two
@@ -227,7 +227,8 @@ def test_older_and_equivalent_configs_still_load(ckpt, saved):
     x = torch.randn(1, 3, 32, 32)
     tokens = ShowAndTell.load(saved["show_and_tell"]).encode_captions(["a red ball"])
     reference = ShowAndTell.load(saved["show_and_tell"])(x, tokens)
-    for drop in ([], ["pool"], ["image_norm"], ["lstm_layers"], ["pool", "image_norm", "lstm_layers"]):
+    for drop in ([], ["pool"], ["image_norm"], ["lstm_layers"], ["image_input"],
+                 ["pool", "image_norm", "lstm_layers", "image_input"]):
         folder = ckpt("show_and_tell")
         config = {k: v for k, v in config_of(folder).items() if k not in drop}
         loaded = vlcam.load(write_config(folder, {**config, "dropout": 0}).parent)  # an int is a number

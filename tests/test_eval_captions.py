@@ -115,7 +115,7 @@ def test_tolerance_grows_the_mask_by_a_disc():
 def test_summary_pools_hits_and_reports_baselines_per_category():
     def item(cat, hit, center, rate):
         return PointingItem(1, 1, 0, cat, 1 if cat == "ball" else 2, cat, (0, 0), hit, center, rate,
-                            difficult=cat == "box")
+                            difficult=cat == "box", peak_at_border=False, mask_border_share=0.0)
 
     items = [item("ball", True, False, 0.1), item("ball", False, True, 0.3), item("box", True, False, 0.2)]
     s = summarize(items, {"not_annotated": 4})

@@ -80,7 +80,7 @@ def test_two_gloo_processes_give_the_single_process_summary(world, tmp_path):
 def test_the_explained_layer_can_be_chosen(world, tmp_path):
     default = run(world, tmp_path / "default")
     earlier = run(world, tmp_path / "block4", layer="encoder.body.block4")
-    assert default["layer"] == "encoder.body.block5" and earlier["layer"] == "encoder.body.block4"
+    assert default["layer"] == "encoder.body.block7" and earlier["layer"] == "encoder.body.block4"
     peaks = [[json.loads(line).get("peak") for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
              for name in ("default", "block4")]
     assert peaks[0] != peaks[1]  # another layer, other maps

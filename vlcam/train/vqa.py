@@ -137,7 +137,7 @@ def train_vqa(
     model_options: Mapping[str, Any] | None = None,
     concept_weight: float = 1.0,
     augment: bool = True,
-    epochs: int = 20,
+    epochs: int = 15,
     patience: int = 8,
     batch_size: int = 16,
     lr: float = 1e-3,
