@@ -11,6 +11,9 @@ from vlcam.adapters.protocol import (
     CaptionerBase,
     ImageModel,
     ImageModelBase,
+    Responder,
+    TextMatcher,
 )
 
-__all__ = ["AnswerModel", "AnswerModelBase", "Captioner", "CaptionerBase", "ImageModel", "ImageModelBase"]
+__all__ = ["AnswerModel", "AnswerModelBase", "Captioner", "CaptionerBase", "ImageModel", "ImageModelBase", "Responder",
+           "TextMatcher"]

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlcam._state import preserved
@@ -68,6 +69,11 @@ class ImageModel(Protocol):
         A pure function of its arguments: nothing recorded during a forward. ValueError when
         the layer's output cannot be laid out on the image grid.
         """
+        ...
+
+    def image_maps(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Return maps [K, h, w] laid over the preprocessed image as maps [K, H, W] on the
+        original image of `size` (H, W): undo the preprocessing's resize, padding or crop."""
         ...
 
 
@@ -142,6 +148,46 @@ class AnswerModel(ImageModel, Protocol):
         ...
 
 
+@runtime_checkable
+class TextMatcher(ImageModel, Protocol):
+    """A contrastive image-text model (CLIP, SigLIP): one similarity per (image, text)."""
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """Return the texts as the inputs that follow the images in `text_scores`.
+
+        ValueError for an empty list, a text without words or longer than the model reads.
+        """
+        ...
+
+    def text_scores(self, images: torch.Tensor, *text_inputs: torch.Tensor) -> torch.Tensor:
+        """Return the differentiable image-text logits [B, K] that Grad-CAM explains."""
+        ...
+
+    def text_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Return the model's probability of each text [..., K] from `scores` (softmax over the
+        texts for CLIP, a sigmoid per text for SigLIP)."""
+        ...
+
+
+@runtime_checkable
+class Responder(Captioner, Protocol):
+    """A generative vision-language model: a captioner whose responses follow a prompt."""
+
+    #: The prompt `caption` and `encode_caption` use.
+    default_prompt: str
+
+    def encode_response(self, response: str, prompt: str | None = None
+                        ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+        """Return (the response's words, the inputs that follow the images in `word_logprobs`);
+        `prompt` None is the default prompt. ValueError for an empty prompt, a response without
+        words, or one longer than the model's context."""
+        ...
+
+    def respond(self, images: Images, prompt: str | None = None, *, beam_size: int = 1) -> list[str]:
+        """Return the model's own response (greedy, or beam search) to `prompt` for each image."""
+        ...
+
+
 def missing_members(model: object, protocol: type) -> list[str]:
     """Return the members of `protocol` that `model` lacks, in declaration order."""
     members: list[str] = []
@@ -184,6 +230,13 @@ class ImageModelBase(nn.Module):
                 "Grad-CAM needs a spatial layer of the image encoder (a conv layer or block)"
             )
         return activations
+
+    def image_maps(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Return `maps` [K, h, w] resized bilinearly (align_corners=False) to `size`: the
+        preprocessing resized the whole image."""
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        return F.interpolate(maps.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
 
 
 class CaptionerBase(ImageModelBase):
@@ -238,4 +291,4 @@ def answer_indices(vocabulary: Sequence[str], requested: Sequence[str]) -> list[
 
 
 __all__ = ["AnswerModel", "AnswerModelBase", "BatchTargets", "Captioner", "CaptionerBase", "ImageModel",
-           "ImageModelBase", "answer_indices", "check_conforms", "missing_members"]
+           "ImageModelBase", "Responder", "TextMatcher", "answer_indices", "check_conforms", "missing_members"]

@@ -20,6 +20,8 @@ _LAZY = {
     "CaptionExplanation": "vlcam.explain.caption",
     "explain_answer": "vlcam.explain.answer",
     "AnswerExplanation": "vlcam.explain.answer",
+    "explain_texts": "vlcam.explain.texts",
+    "TextsExplanation": "vlcam.explain.texts",
     "Explanation": "vlcam.explain._common",
     "AnswerLogit": "vlcam.targets",
     "load": "vlcam.loading",

@@ -47,7 +47,9 @@ class LayerCapture:
             self.output = tensor
             return rebuild(swap(tensor))
 
-        handle = self.module.register_forward_hook(hook)
+        # First among the layer's hooks, so that hooks which record outputs (transformers'
+        # hidden-state capture, which LLaVA's projector reads from) record the replacement.
+        handle = self.module.register_forward_hook(hook, prepend=True)
         try:
             result = run()
         finally:

@@ -144,6 +144,9 @@ def layer_gradients(
     if batch_targets not in (True, False, "vmap"):
         raise ValueError(f"batch_targets must be False, True or 'vmap', got {batch_targets!r}")
     replicas = len(targets) if batch_targets is True else 1
+    # The image batch: a token layer may hold all images' tokens in one sequence (Qwen2-VL's
+    # vision tower), so the batch is what the reshape lays out, not the layer's first dimension.
+    images = next(a.shape[0] for a in args if isinstance(a, torch.Tensor))
     rnn_above = needs_native_rnn(model, args)
     leaves: list[torch.Tensor] = []
     spatial: list[torch.Tensor] = []
@@ -153,7 +156,7 @@ def layer_gradients(
             raise ValueError("empty batch: the inputs hold 0 items")
         # Checked here, before the activations are replicated for batched targets and the
         # forward goes on: a text layer would otherwise fail far above with a size error.
-        spatial.append(_spatial_activations(out.detach(), name, reshape))
+        spatial.append(_spatial_activations(out.detach(), name, reshape, images))
         # Everything above the layer builds a graph; everything below did not.
         torch.set_grad_enabled(True)
         if rnn_above:
@@ -171,7 +174,12 @@ def layer_gradients(
         torch.set_grad_enabled(False)
         output, out = capture.forward(lambda: model(*args), swap_for_leaf)
         (leaf,) = leaves
-        batch = out.shape[0]
+        batch = spatial[0].shape[0]
+        if replicas > 1 and out.shape[0] != batch:
+            raise ValueError(
+                f"batch_targets=True stacks copies of layer {name!r}'s output along its first dimension, "
+                f"which holds {out.shape[0]} rows for {batch} images; use batch_targets='vmap'"
+            )
         outputs = [_slice_batch(output, k * batch, (k + 1) * batch) for k in range(replicas)]
         scores = [_score(t, outputs[k if replicas > 1 else 0], batch) for k, t in enumerate(targets)]
         grads = _gradients(scores, leaf, replicas, batch, vectorised=batch_targets == "vmap")
@@ -183,7 +191,7 @@ def layer_gradients(
             "is infinite or NaN, or overflowed (under autocast, try float32)"
         )
     if reshape is not None:
-        grads = torch.stack([_reshaped(reshape, g, name) for g in grads])
+        grads = torch.stack([_reshaped(reshape, g, name, batch) for g in grads])
     return LayerGradients(
         activations=spatial[0],
         gradients=grads,
@@ -241,11 +249,12 @@ def _check_inputs(args: tuple[Any, ...]) -> None:
             )
 
 
-def _spatial_activations(activations: torch.Tensor, name: str, reshape: Reshape | None) -> torch.Tensor:
+def _spatial_activations(activations: torch.Tensor, name: str, reshape: Reshape | None, images: int
+                         ) -> torch.Tensor:
     """Return the layer's activations as (B, C, u, v), through `reshape` when given; ValueError
-    naming the layer and its output shape when they are not a spatial map."""
+    naming the layer and its output shape when they are not a spatial map of the `images` inputs."""
     if reshape is not None:
-        return _reshaped(reshape, activations, name)
+        return _reshaped(reshape, activations, name, images)
     if activations.dim() != 4:
         raise ValueError(
             f"layer {name!r} outputs shape {tuple(activations.shape)}, not a spatial map (B, C, u, v): "
@@ -321,7 +330,7 @@ def _gradients(
     return torch.stack(per_target)
 
 
-def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor:
+def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str, batch: int) -> torch.Tensor:
     try:
         out = reshape(tensor)
     except ValueError as e:
@@ -329,11 +338,11 @@ def _reshaped(reshape: Reshape, tensor: torch.Tensor, name: str) -> torch.Tensor
         shape = str(tuple(tensor.shape))
         raise ValueError(f"layer {name!r}" + ("" if shape in str(e) else f" outputs shape {shape}")
                          + f": {e}") from e
-    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != tensor.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != batch:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
             f"reshape turned layer {name!r}'s output {tuple(tensor.shape)} into {got}; "
-            f"it must return (B, C, h, w) with B = {tensor.shape[0]}"
+            f"it must return (B, C, h, w) with B = {batch}, the batch of the first input"
         )
     return out
 

@@ -156,11 +156,12 @@ def guided_grad_cam(
     capture = LayerCapture(model, layer)
     name = capture.name
     args, image_index = _image_requiring_grad(args)
+    images = args[image_index].shape[0]
     spatial: list[torch.Tensor] = []
 
     def checked_clone(out: torch.Tensor) -> torch.Tensor:
         # Checked before the forward goes on, as in layer_gradients.
-        spatial.append(_spatial_activations(out.detach(), name, reshape))
+        spatial.append(_spatial_activations(out.detach(), name, reshape, images))
         # A clone, so that an in-place op right after the layer cannot modify the activations.
         return out.clone()
 
@@ -175,7 +176,7 @@ def guided_grad_cam(
         _Rectify.on = True
         guided = _input_gradients(scores, args[image_index])
     if reshape is not None:
-        layer_grads = torch.stack([_reshaped(reshape, g, name) for g in layer_grads])
+        layer_grads = torch.stack([_reshaped(reshape, g, name, images) for g in layer_grads])
     scored = torch.stack([s.detach() for s in scores])
     maps = cam_from_gradients(LayerGradients(spatial[0], layer_grads, scored, output),
                               counterfactual=counterfactual)

@@ -90,6 +90,12 @@ class AnswerLogit(_PickedLogit):
         return self._index
 
 
+class TextLogit(_PickedLogit):
+    """The logit of a text matched to an image, from a contrastive model's logits [B, K texts]."""
+
+    _what, _whats = "text", "texts"
+
+
 class TopAnswer:
     """The pre-softmax score of each item's highest-scoring column, from logits [B, N]: explains
     a model's own answer (or class) in the same pass that finds it."""

@@ -12,11 +12,13 @@ from typing import Any
 from torch import nn
 
 from vlcam.adapters.hf._common import HFAdapter
+from vlcam.adapters.hf.contrastive import ClipAdapter, SiglipAdapter
 from vlcam.adapters.hf.captioning import (
     BlipCaptioner,
     HFCaptioner,
     VisionEncoderDecoderCaptioner,
 )
+from vlcam.adapters.hf.vlm import Blip2VLM, GenerativeVLM, LlavaVLM, PaliGemmaVLM, Qwen2VLM, Qwen25VLM
 from vlcam.adapters.hf.vqa import BlipVQA, ViltVQA
 
 # transformers class name -> adapter; matched along the model's class hierarchy, so a
@@ -26,6 +28,13 @@ ADAPTERS: dict[str, type[HFAdapter]] = {
     "BlipForQuestionAnswering": BlipVQA,
     "ViltForQuestionAnswering": ViltVQA,
     "VisionEncoderDecoderModel": VisionEncoderDecoderCaptioner,
+    "LlavaForConditionalGeneration": LlavaVLM,
+    "Qwen2VLForConditionalGeneration": Qwen2VLM,
+    "Qwen2_5_VLForConditionalGeneration": Qwen25VLM,
+    "PaliGemmaForConditionalGeneration": PaliGemmaVLM,
+    "Blip2ForConditionalGeneration": Blip2VLM,
+    "CLIPModel": ClipAdapter,
+    "SiglipModel": SiglipAdapter,
 }
 
 
@@ -44,6 +53,11 @@ def wrap(model: nn.Module, processor: Any = None, *, tokenizer: Any = None, imag
         raise TypeError(
             f"no vlcam adapter for {type(model).__name__}; supported: {', '.join(ADAPTERS)}"
         )
+    if issubclass(adapter, GenerativeVLM):
+        if processor is None:
+            raise TypeError(f"{type(model).__name__} needs its processor (AutoProcessor.from_pretrained(...)): "
+                            "it writes the prompt and places the image in it")
+        return adapter(model, processor)
     tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
     image_processor = image_processor if image_processor is not None else getattr(processor, "image_processor", None)
     return adapter(model, tokenizer, image_processor)

@@ -63,8 +63,20 @@ class HFAdapter(ImageModelBase):
         return image_batch(images, self._pixel_values, self.device)
 
     def _pixel_values(self, image: Any) -> torch.Tensor:
-        pixels = self.image_processor(images=to_pil(image), return_tensors="pt")["pixel_values"]
+        pixels = self._processed(image)["pixel_values"]
         return torch.as_tensor(pixels, dtype=torch.float32)
+
+    def _processed(self, image: Any) -> Any:
+        """Return the image processor's output for one image; ValueError naming the image's size
+        when the processor refuses it."""
+        pil = to_pil(image)
+        try:
+            return self.image_processor(images=pil, return_tensors="pt")
+        except (ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise ValueError(
+                f"the {type(self.image_processor).__name__} of this {type(self.model).__name__} refuses the "
+                f"{pil.height} x {pil.width} image: {e}"
+            ) from e
 
     def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Return a token layer [B, N, C] laid out on the patch grid [B, C, h, w] of `images`

@@ -33,6 +33,9 @@ class PreparedImage:
     tensor: torch.Tensor  # [1, 3, S, S], normalised, on the model's device
     size: tuple[int, int]  # the original (H, W): maps come back at this size
     display: np.ndarray  # H x W x 3 uint8, for figures
+    # True when `tensor` came from an image through the model's preprocessing (maps are then
+    # put back where the processor took each part of it); False for a preprocessed tensor.
+    original: bool = True
 
 
 @dataclass
@@ -117,7 +120,7 @@ def prepare_image(model: ImageModel, img: Any) -> PreparedImage:
         m = torch.tensor(model.mean, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
         s = torch.tensor(model.std, dtype=tensor.dtype, device=tensor.device).view(1, 3, 1, 1)
         display = ((tensor * s + m).clamp(0, 1)[0].permute(1, 2, 0) * 255).round()
-        return PreparedImage(model.preprocess(tensor), size, display.byte().cpu().numpy())
+        return PreparedImage(model.preprocess(tensor), size, display.byte().cpu().numpy(), original=False)
     pil = to_pil(img)
     return PreparedImage(model.preprocess(pil), (pil.height, pil.width), np.asarray(pil, dtype=np.uint8))
 
@@ -130,10 +133,10 @@ def explained_maps(
     targets: Sequence[Target],
     layer: nn.Module,
     method: str,
-    size: tuple[int, int],
+    prepared: PreparedImage,
 ) -> tuple[torch.Tensor, Any]:
-    """Return (the maps [K, H, W] of `targets` at the original `size`, the scorer's output for
-    the image) from one forward of ``scorer(images, *inputs)`` and one batched backward."""
+    """Return (the maps [K, H, W] of `targets` on the original image of `prepared`, the scorer's
+    output for the image) from one forward of ``scorer(images, *inputs)`` and one batched backward."""
     args = (images, *inputs)
 
     def reshape(activations: torch.Tensor) -> torch.Tensor:
@@ -148,7 +151,7 @@ def explained_maps(
                                  batch_targets=model.batch_targets)
         maps = cam_from_gradients(result, counterfactual=method == "counterfactual")[0]
         output = result.output
-    maps = resize_maps(maps, size)
+    maps = model.image_maps(maps, prepared.size) if prepared.original else resize_maps(maps, prepared.size)
     if not torch.isfinite(maps).all():
         raise ValueError("the maps hold non-finite values: the image or the model produced NaN/inf")
     return maps, output

@@ -98,7 +98,7 @@ def explain_answer(
         # Without requested answers, a fixed vocabulary's top answer is found and explained in one pass.
         targets: list[Target] = [AnswerLogit(c) for c in columns] if columns else [TopAnswer()]
         maps, output = explained_maps(model, scorer, prepared.tensor, (questions, *inputs), targets, module,
-                                      method, prepared.size)
+                                      method, prepared)
     scores = output[0].detach()
     if not columns:
         columns = [int(scores.argmax())]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vlcam._state import preserved
-from vlcam.adapters.protocol import Captioner, check_conforms
+from vlcam.adapters.protocol import Captioner, Responder, check_conforms
 from vlcam.data.wordmap import WordMap
 from vlcam.explain._common import Explanation, check_method, explained_maps, prepare_image
 from vlcam.layers import layer_name, resolve_layer
@@ -87,6 +87,7 @@ def explain_caption(
     layer: nn.Module | str | None = None,
     word_map: WordMap | None = None,
     beam_size: int = 1,
+    prompt: str | None = None,
 ) -> CaptionExplanation:
     """Return Grad-CAM maps for `caption` on `img`: one for the caption, one per requested word.
 
@@ -98,7 +99,11 @@ def explain_caption(
     "visual" takes the words that name an object in `word_map` (for a multi-word name, its
     last word), by default the shipped map, the built-in world's or COCO's, that names more
     of the model's vocabulary. `method` is "gradcam", "guided-gradcam" or "counterfactual"
-    (Eq. 12). `layer` defaults to the model's `default_layer`. The model is explained in
+    (Eq. 12). `layer` defaults to the model's `default_layer`. For a generative
+    vision-language model (``vlcam.adapters.hf.wrap(llava, processor)``), `caption` is its
+    response to `prompt` (default: the model's `default_prompt`, through the processor's chat
+    template) and `caption=None` its own greedy response; punctuation and special tokens are
+    not words, and the caption's map also covers them and the end of the turn. The model is explained in
     eval mode and comes back as given, buffers included; the caller's random generators
     (Python, NumPy, torch) are left where they were.
     """
@@ -107,16 +112,35 @@ def explain_caption(
     module = resolve_layer(torch_model, model.default_layer if layer is None else layer)
     if caption is not None and not isinstance(caption, str):
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
+    responder = isinstance(model, Responder)
+    if prompt is not None:
+        if not responder:
+            raise TypeError(
+                f"prompt= is for generative vision-language models (a vlcam Responder); "
+                f"{type(model).__name__} captions without a prompt"
+            )
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
     prepared = prepare_image(model, img)
     scorer = CaptionScorer(model)
     with preserved(torch_model, eval_mode=True, rng=True):
-        if caption is None:
-            caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
-        tokens, inputs = encoded_caption(model, caption)
+        if responder:
+            if caption is None:
+                caption = model.respond(prepared.tensor, prompt, beam_size=beam_size)[0]
+                if not caption.strip():
+                    raise ValueError(
+                        f"the model's own response to the prompt {prompt or model.default_prompt!r:.80} is empty: "
+                        "nothing to explain (pass caption= to explain a response of your own)"
+                    )
+            tokens, inputs = checked_words(*model.encode_response(caption, prompt))
+        else:
+            if caption is None:
+                caption = model.caption(prepared.tensor, beam_size=beam_size)[0]
+            tokens, inputs = encoded_caption(model, caption)
         indices = _word_indices(words, tokens, word_map, model.known_words())
         targets: list[Target] = [CaptionLogProb(), *(WordLogProb(i) for i in indices)]
         maps, output = explained_maps(model, scorer, prepared.tensor, inputs, targets, module, method,
-                                      prepared.size)
+                                      prepared)
     logprobs = output[0].detach()
     n = len(tokens)
     return CaptionExplanation(
@@ -138,7 +162,11 @@ def explain_caption(
 
 def encoded_caption(model: Captioner, caption: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     """Return the model's ``encode_caption(caption)``, checked: ValueError past `MAX_WORDS`."""
-    tokens, inputs = model.encode_caption(caption)
+    return checked_words(*model.encode_caption(caption))
+
+
+def checked_words(tokens: list[str], inputs: tuple[torch.Tensor, ...]) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """Return (tokens, inputs); ValueError past `MAX_WORDS` words."""
     if len(tokens) > MAX_WORDS:
         raise ValueError(f"the caption has {len(tokens)} words; at most {MAX_WORDS} are explained at once")
     return tokens, tuple(inputs)
