@@ -66,14 +66,15 @@ def llava(seed: int = 0, *, feature_layer: int = -2, strategy: str = "default", 
     template = chat_template("<image>")
     tok = tokenizer(("<pad>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"), image="<image>",
                     bos="<s>", eos="<|im_end|>", template=template)
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**_vision(projection_dim=32)), text_config=LlamaConfig(**_llama(tok)),
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**_vision(projection_dim=32)),
+                         text_config=LlamaConfig(**_llama(tok)),
                          image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=feature_layer,
                          vision_feature_select_strategy=strategy)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     if pad:
-        image_processor = LlavaImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
-                                              do_pad=True)
+        image_processor = LlavaImageProcessor(size={"shortest_edge": IMAGE},
+                                              crop_size={"height": IMAGE, "width": IMAGE}, do_pad=True)
     else:
         image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=PATCH,
@@ -117,7 +118,12 @@ def qwen2_vl(seed: int = 0, *, version: str = "2", patch: int = 4, max_pixels: i
 
 def paligemma(seed: int = 0):
     """PaliGemma: SigLIP tower (no class token), Gemma decoder; plain resize to 32 x 32."""
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+    )
 
     tok = tokenizer(("<pad>", "<bos>", "<eos>", "<image>"), image="<image>", bos="<bos>", eos="<eos>")
     image_processor = SiglipImageProcessor(size={"height": IMAGE, "width": IMAGE})

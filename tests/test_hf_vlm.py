@@ -54,7 +54,7 @@ def own_logprobs(model, enc, last):
 # --- wrap ------------------------------------------------------------------------------------
 
 def test_wrap_picks_each_family_and_refuses_others_listing_what_is_supported(family):
-    name, model, processor = family
+    _name, model, processor = family
     adapter = wrap(model, processor)
     assert isinstance(adapter, Responder) and isinstance(adapter, AnswerModel)
     assert adapter.open_vocabulary
@@ -106,7 +106,7 @@ def test_answer_scores_equal_the_models_own_forward_and_k_answers_share_one_pass
 # --- Maps: one call equals one-word calls and a hand computation ------------------------------------
 
 def test_every_word_map_from_one_call_equals_one_word_calls(family):
-    name, model, processor = family
+    _name, model, processor = family
     adapter = wrap(model, processor)
     img = photo(seed=2)
     e = vlcam.explain_caption(adapter, img, RESPONSE)
@@ -248,7 +248,8 @@ def test_llava_default_layer_is_the_one_that_feeds_the_projector():
     # The block above the feature layer gets no gradient: its maps are all zero (with a warning).
     model, processor = tiny.llava(feature_layer=-2)
     with pytest.warns(RuntimeWarning, match="all-zero gradients"):
-        e = vlcam.explain_caption(wrap(model, processor), photo(), RESPONSE, layer="model.model.vision_tower.encoder.layers.2")
+        e = vlcam.explain_caption(wrap(model, processor), photo(), RESPONSE,
+                                  layer="model.model.vision_tower.encoder.layers.2")
     assert float(e.maps.abs().max()) == 0
 
 
@@ -279,10 +280,8 @@ def test_respond_is_the_models_own_greedy_generation(family):
     generated = model.generate(**enc, max_new_tokens=6, do_sample=False, eos_token_id=adapter.end_id,
                                pad_token_id=adapter.pad_id)
     expected = processor.tokenizer.decode(generated[0, cut:], skip_special_tokens=True).strip()
-    from vlcam.adapters.hf.vlm import _base
-
-    assert adapter._generated(adapter.preprocess(img), torch.tensor([adapter.encode_prompt(PROMPT)]), 6, 1) == [expected]
-    del _base
+    prompt = torch.tensor([adapter.encode_prompt(PROMPT)])
+    assert adapter._generated(adapter.preprocess(img), prompt, 6, 1) == [expected]
 
 
 def test_caption_none_explains_the_models_own_response(monkeypatch):
@@ -316,7 +315,7 @@ def test_bf16_models_give_float32_maps_close_to_float32_ones():
 
 
 def test_the_model_comes_back_as_it_was(family):
-    name, model, processor = family
+    _name, model, processor = family
     adapter = wrap(model, processor)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -337,7 +336,7 @@ def test_the_model_comes_back_as_it_was(family):
 # --- Bad input --------------------------------------------------------------------------------------
 
 def test_bad_prompts_responses_and_images_are_value_errors_naming_them(family):
-    name, model, processor = family
+    _name, model, processor = family
     adapter = wrap(model, processor)
     with pytest.raises(ValueError, match="prompt ''"):
         vlcam.explain_caption(adapter, photo(), RESPONSE, prompt="")
@@ -397,7 +396,7 @@ def test_text_logits_equal_the_models_and_k_texts_share_one_pass(contrastive):
 
 
 def test_text_maps_are_laid_out_where_the_image_is(contrastive):
-    name, model, processor = contrastive
+    _name, model, processor = contrastive
     adapter = wrap(model, processor)
     pixels = np.zeros((48, 64, 3), dtype=np.uint8)
     pixels[30:42, 40:54] = 255
@@ -425,3 +424,16 @@ def test_every_adapter_class_is_registered():
                  "Qwen2_5_VLForConditionalGeneration", "PaliGemmaForConditionalGeneration",
                  "Blip2ForConditionalGeneration", "CLIPModel", "SiglipModel"):
         assert name in ADAPTERS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["llava", "qwen2_vl"])
+def test_on_cuda_in_bf16_maps_match_the_cpu_float32_maps(name):
+    model, processor = tiny.GENERATIVE[name]()
+    img = photo(seed=7)
+    reference = vlcam.explain_caption(wrap(model, processor), img, RESPONSE)
+    adapter = wrap(model.to("cuda", torch.bfloat16), processor)
+    e = vlcam.explain_caption(adapter, img, RESPONSE)
+    assert e.maps.dtype == torch.float32
+    for a, b in zip(reference.maps, e.maps.cpu()):
+        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.9

@@ -12,12 +12,12 @@ from typing import Any
 from torch import nn
 
 from vlcam.adapters.hf._common import HFAdapter
-from vlcam.adapters.hf.contrastive import ClipAdapter, SiglipAdapter
 from vlcam.adapters.hf.captioning import (
     BlipCaptioner,
     HFCaptioner,
     VisionEncoderDecoderCaptioner,
 )
+from vlcam.adapters.hf.contrastive import ClipAdapter, SiglipAdapter
 from vlcam.adapters.hf.vlm import Blip2VLM, GenerativeVLM, LlavaVLM, PaliGemmaVLM, Qwen2VLM, Qwen25VLM
 from vlcam.adapters.hf.vqa import BlipVQA, ViltVQA
 
@@ -86,6 +86,10 @@ def from_pretrained(name_or_path: str, *, device: str | None = None, **kwargs: A
     if device is not None:
         model = model.to(device)
     processor = _processor(transformers, name_or_path, kwargs)
+    if issubclass(ADAPTERS[name], GenerativeVLM):
+        if processor is None:
+            raise ValueError(f"{name_or_path!r} holds no processor (processor_config.json): a {name} needs one")
+        return wrap(model, processor)
     tokenizer = getattr(processor, "tokenizer", None) or \
         transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     image_processor = getattr(processor, "image_processor", None) or \

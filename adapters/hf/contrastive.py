@@ -28,9 +28,11 @@ from vlcam.adapters.hf.vlm.llava import last_block
 class ContrastiveAdapter(SingleView, HFAdapter):
     """Base of the CLIP and SigLIP adapters."""
 
+    patch: int
+
     def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any) -> None:
         super().__init__(model, tokenizer, image_processor)
-        self.patch_size = int(self.model.config.vision_config.patch_size)
+        self.patch = int(self.model.config.vision_config.patch_size)
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (ids [K, L] padded, attention mask [K, L]); ValueError for an empty list, an
@@ -43,7 +45,8 @@ class ContrastiveAdapter(SingleView, HFAdapter):
             check_text(text, "text")
             rows.append(list(self.tokenizer(text, **self._text_kwargs())["input_ids"]))
             if len(rows[-1]) > limit:
-                raise ValueError(f"the text {text!r:.80} is {len(rows[-1])} tokens long; this model reads at most {limit}")
+                raise ValueError(
+                    f"the text {text!r:.80} is {len(rows[-1])} tokens long; this model reads at most {limit}")
         return self._padded(rows)
 
     def _text_kwargs(self) -> dict[str, Any]:
@@ -65,7 +68,7 @@ class ContrastiveAdapter(SingleView, HFAdapter):
 
     def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Return ViT tokens [B, (1 +) h*w, C] on the patch grid [B, C, h, w]."""
-        return patch_grid(activations, images, self.patch_size)
+        return patch_grid(activations, images, self.patch)
 
     @property
     def dtype(self) -> torch.dtype:

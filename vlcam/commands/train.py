@@ -121,6 +121,24 @@ def add_commands(sub: Any) -> None:
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(run=_hf_captioner)
 
+    g = group.add_parser("vlm", parents=[shared], help="a small LLaVA-architecture VLM, from scratch",
+                         description="Train a small LLaVA (CLIP-style ViT, projector, Llama decoder) from scratch "
+                         "on captions and VQA turns (a transformers folder vlcam.load wraps), to evaluate the "
+                         "generative path without downloads.")
+    g.add_argument("--captions", required=True, help="COCO captions JSON of the training split")
+    g.add_argument("--questions", default=None, help="VQA v2 questions JSON of the training split (optional)")
+    g.add_argument("--annotations", default=None, help="VQA v2 annotations JSON of the training split")
+    g.add_argument("--image-pattern", default="synth_{image_id:06d}.png", help="VQA image file name pattern")
+    g.add_argument("--val-captions", default=None, help="COCO captions JSON for validation")
+    g.add_argument("--image-size", type=int, default=128)
+    g.add_argument("--patch-size", type=int, default=16)
+    g.add_argument("--epochs", type=int, default=12)
+    g.add_argument("--batch-size", type=int, default=32, help="images per step (each with a caption and a question)")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.set_defaults(run=_vlm)
+
     from vlcam.train.shipped import ASSETS, MINUTES_ON_2_CPU_CORES
 
     s = group.add_parser("shipped", parents=[parent("device", "json")],
@@ -186,6 +204,18 @@ def _hf_captioner(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     return finish(metrics, args, f"ViT + GPT-2 captioner trained: {args.out}")
+
+
+def _vlm(args: argparse.Namespace) -> int:
+    from vlcam.train.vlm import train_vlm
+
+    metrics = train_vlm(
+        args.captions, args.images, args.out, questions=args.questions, annotations=args.annotations,
+        image_pattern=args.image_pattern, val_captions=args.val_captions, image_size=args.image_size,
+        patch_size=args.patch_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        device=_device(args), seed=args.seed, limit=args.limit, progress=not args.no_progress,
+    )
+    return finish(metrics, args, f"LLaVA-architecture VLM trained: {args.out}")
 
 
 def _shipped(args: argparse.Namespace) -> int:

@@ -112,9 +112,9 @@ def explain_caption(
     module = resolve_layer(torch_model, model.default_layer if layer is None else layer)
     if caption is not None and not isinstance(caption, str):
         raise TypeError(f"caption must be a str or None, got {type(caption).__name__}")
-    responder = isinstance(model, Responder)
+    responder = model if isinstance(model, Responder) else None
     if prompt is not None:
-        if not responder:
+        if responder is None:
             raise TypeError(
                 f"prompt= is for generative vision-language models (a vlcam Responder); "
                 f"{type(model).__name__} captions without a prompt"
@@ -124,15 +124,15 @@ def explain_caption(
     prepared = prepare_image(model, img)
     scorer = CaptionScorer(model)
     with preserved(torch_model, eval_mode=True, rng=True):
-        if responder:
+        if responder is not None:
             if caption is None:
-                caption = model.respond(prepared.tensor, prompt, beam_size=beam_size)[0]
+                caption = responder.respond(prepared.tensor, prompt, beam_size=beam_size)[0]
                 if not caption.strip():
                     raise ValueError(
-                        f"the model's own response to the prompt {prompt or model.default_prompt!r:.80} is empty: "
-                        "nothing to explain (pass caption= to explain a response of your own)"
+                        f"the model's own response to the prompt {prompt or responder.default_prompt!r:.80} is "
+                        "empty: nothing to explain (pass caption= to explain a response of your own)"
                     )
-            tokens, inputs = checked_words(*model.encode_response(caption, prompt))
+            tokens, inputs = checked_words(*responder.encode_response(caption, prompt))
         else:
             if caption is None:
                 caption = model.caption(prepared.tensor, beam_size=beam_size)[0]

@@ -49,6 +49,8 @@ class GenerativeVLM(HFAdapter):
     batch_targets: BatchTargets = "vmap"
     default_prompt = DEFAULT_PROMPT
     image_token_id: int
+    #: The vision tower's patch side in pixels.
+    patch: int
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
@@ -122,7 +124,8 @@ class GenerativeVLM(HFAdapter):
             if w is not None:
                 span = spans.setdefault(w, [start, end])
                 span[0], span[1] = min(span[0], start), max(span[1], end)
-        words, index = [], {}
+        words: list[str] = []
+        index: dict[int, int] = {}
         for w, (start, end) in sorted(spans.items(), key=lambda item: item[1][0]):
             text = response[start:end].strip()
             if any(c.isalnum() for c in text):

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from vlcam.adapters.hf._common import patch_grid
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf._view import SingleView
+from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf.vlm.llava import last_block
 
 
@@ -34,7 +34,7 @@ class Blip2VLM(SingleView, GenerativeVLM):
             )
         self.image_token_id = int(config.image_token_id)
         self.queries = int(config.num_query_tokens)
-        self.patch_size = int(config.vision_config.patch_size)
+        self.patch = int(config.vision_config.patch_size)
         self.default_layer = "model.vision_model." + last_block(self.model.vision_model)
 
     def prompt_text(self, prompt: str) -> str:
@@ -47,4 +47,4 @@ class Blip2VLM(SingleView, GenerativeVLM):
 
     def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Return ViT tokens [B, 1 + h*w, C] on the patch grid [B, C, h, w]."""
-        return patch_grid(activations, images, self.patch_size)
+        return patch_grid(activations, images, self.patch)

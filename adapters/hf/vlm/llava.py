@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from vlcam.adapters.hf._common import patch_grid
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf._view import SingleView
+from vlcam.adapters.hf.vlm._base import GenerativeVLM
 
 
 class LlavaVLM(SingleView, GenerativeVLM):
@@ -27,18 +27,19 @@ class LlavaVLM(SingleView, GenerativeVLM):
         self.image_token_id = int(config.image_token_id)
         self.strategy = config.vision_feature_select_strategy
         tower = self.model.model.vision_tower
-        self.patch_size = int(config.vision_config.patch_size)
+        self.patch = int(config.vision_config.patch_size)
         name, blocks = _blocks(tower)
-        self.default_layer = f"model.model.vision_tower.{name}.{feature_block(config.vision_feature_layer, len(blocks))}"
+        block = feature_block(config.vision_feature_layer, len(blocks))
+        self.default_layer = f"model.model.vision_tower.{name}.{block}"
 
     def image_tokens(self, images: torch.Tensor) -> list[int]:
         """Return one image token per patch (and one for the class token unless dropped)."""
-        h, w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        h, w = images.shape[-2] // self.patch, images.shape[-1] // self.patch
         return [self.image_token_id] * (h * w + (0 if self.strategy == "default" else 1))
 
     def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Return a vision block's tokens [B, 1 + h*w, C] on the patch grid [B, C, h, w]."""
-        return patch_grid(activations, images, self.patch_size)
+        return patch_grid(activations, images, self.patch)
 
 
 def feature_block(feature_layer: int | list[int], blocks: int) -> int:

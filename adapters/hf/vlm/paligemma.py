@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from vlcam.adapters.hf._common import patch_grid
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf._view import SingleView
+from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf.vlm.llava import last_block
 
 
@@ -28,7 +28,7 @@ class PaliGemmaVLM(SingleView, GenerativeVLM):
         super().__init__(model, processor)
         config = self.model.config
         self.image_token_id = int(config.image_token_id)
-        self.patch_size = int(config.vision_config.patch_size)
+        self.patch = int(config.vision_config.patch_size)
         self.default_layer = "model.model.vision_tower." + last_block(self.model.model.vision_tower)
 
     def prompt_text(self, prompt: str) -> str:
@@ -37,7 +37,7 @@ class PaliGemmaVLM(SingleView, GenerativeVLM):
 
     def image_tokens(self, images: torch.Tensor) -> list[int]:
         """Return one image token per SigLIP patch."""
-        h, w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        h, w = images.shape[-2] // self.patch, images.shape[-1] // self.patch
         return [self.image_token_id] * (h * w)
 
     def text_inputs(self, ids: torch.Tensor, mask: torch.Tensor, images: torch.Tensor, prompt_length: int,
@@ -48,4 +48,4 @@ class PaliGemmaVLM(SingleView, GenerativeVLM):
 
     def gradcam_reshape(self, activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Return SigLIP tokens [B, h*w, C] on the patch grid [B, C, h, w]."""
-        return patch_grid(activations, images, self.patch_size)
+        return patch_grid(activations, images, self.patch)

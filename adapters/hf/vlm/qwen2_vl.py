@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
 from vlcam.adapters.hf._view import SingleView
+from vlcam.adapters.hf.vlm._base import GenerativeVLM
 
 
 class Qwen2VLM(SingleView, GenerativeVLM):
@@ -28,37 +28,37 @@ class Qwen2VLM(SingleView, GenerativeVLM):
         config = self.model.config
         vision = config.vision_config
         self.image_token_id = int(config.image_token_id)
-        self.patch_size = int(vision.patch_size)
+        self.patch = int(vision.patch_size)
         self.merge = int(vision.spatial_merge_size)
         self.temporal = int(vision.temporal_patch_size)
         self.default_layer = f"model.model.visual.blocks.{len(self.model.model.visual.blocks) - 1}"
-        self.image_size = self.patch_size * self.merge * 8
+        self.image_size = self.patch * self.merge * 8
 
     # --- Pixels: the view and its patches -------------------------------------------------
 
     def _pixel_values(self, image: Any) -> torch.Tensor:
         out = self._processed(image)
-        t, gh, gw = (int(v) for v in out["image_grid_thw"][0])
+        _t, gh, gw = (int(v) for v in out["image_grid_thw"][0])
         patches = torch.as_tensor(out["pixel_values"], dtype=torch.float32)
-        p, m = self.patch_size, self.merge
+        p, m = self.patch, self.merge
         # [gh/m, gw/m, m, m, C, T, p, p] -> the first frame's [C, gh, gw] pixels.
         grid = patches.view(gh // m, gw // m, m, m, 3, self.temporal, p, p)[:, :, :, :, :, 0]
         return grid.permute(4, 0, 2, 5, 1, 3, 6).reshape(1, 3, gh * p, gw * p)
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         b, c, h, w = images.shape
-        p, m = self.patch_size, self.merge
+        p, m = self.patch, self.merge
         self._check_view(images)
         grid = images.reshape(b, c, h // (p * m), m, p, w // (p * m), m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
         frames = grid.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, self.temporal, -1, -1)
         return frames.reshape(b * (h // p) * (w // p), c * self.temporal * p * p)
 
     def _grid(self, images: torch.Tensor, rows: int = 1) -> torch.Tensor:
-        h, w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        h, w = images.shape[-2] // self.patch, images.shape[-1] // self.patch
         return torch.tensor([[1, h, w]], dtype=torch.long, device=images.device).repeat(images.shape[0] * rows, 1)
 
     def _check_view(self, images: torch.Tensor) -> None:
-        side = self.patch_size * self.merge
+        side = self.patch * self.merge
         if images.dim() != 4 or images.shape[-2] % side or images.shape[-1] % side:
             raise ValueError(
                 f"{type(self.model).__name__} takes images [B, 3, H, W] with H and W multiples of {side}, "
@@ -70,7 +70,7 @@ class Qwen2VLM(SingleView, GenerativeVLM):
     def image_tokens(self, images: torch.Tensor) -> list[int]:
         """Return one image token per merge unit of the view."""
         self._check_view(images)
-        side = self.patch_size * self.merge
+        side = self.patch * self.merge
         return [self.image_token_id] * ((images.shape[-2] // side) * (images.shape[-1] // side))
 
     def vision_inputs(self, images: torch.Tensor) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class Qwen2VLM(SingleView, GenerativeVLM):
         """Return vision-block tokens [B*h*w, C] (or merger outputs [B*h*w/4, C]) on the patch
         grid [B, C, h, w] (or the merged grid) of the view `images`."""
         b = images.shape[0]
-        gh, gw = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        gh, gw = images.shape[-2] // self.patch, images.shape[-1] // self.patch
         m = self.merge
         tokens = activations if activations.dim() == 2 else activations.reshape(-1, activations.shape[-1])
         if tokens.shape[0] == b * gh * gw:
