@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
+from vlcam.adapters.protocol import AnswerModel
 from vlcam.adapters.show_and_tell import POOL_WIDTH
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
@@ -322,16 +323,21 @@ def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 
 def evaluate_vqa(
-    model: VQAModel, items: Sequence[VQAItem], *, batch_size: int = 32, device: str | torch.device | None = None
+    model: VQAModel | AnswerModel, items: Sequence[VQAItem], *, batch_size: int = 32,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Return the official VQA accuracy of `model`'s top answers on `items`, overall and per
     answer type and question type, with the predictions (question id -> answer)."""
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    tokens = model.vocab.encode_many((i.question for i in items), add_special=False, warn=False)
-    batches = DataLoader(VQADataset(items, model.image_size, model.mean, model.std), batch_size=batch_size,
-                         collate_fn=_Batcher(tokens))
-    predicted = _predictions(model, batches, len(items), device)
-    scores = [vqa_accuracy(model.answers[predicted[n]], item.answers) for n, item in enumerate(items)]
+    if isinstance(model, VQAModel):
+        device = next(model.parameters()).device if device is None else torch.device(device)
+        tokens = model.vocab.encode_many((i.question for i in items), add_special=False, warn=False)
+        batches = DataLoader(VQADataset(items, model.image_size, model.mean, model.std), batch_size=batch_size,
+                             collate_fn=_Batcher(tokens))
+        predicted = _predictions(model, batches, len(items), device)
+        answers = [model.answers[k] for k in predicted]
+    else:
+        answers = _own_answers(model, items)
+    scores = [vqa_accuracy(answers[n], item.answers) for n, item in enumerate(items)]
     by_answer_type: dict[str, list[float]] = defaultdict(list)
     by_question_type: dict[str, list[float]] = defaultdict(list)
     for item, score in zip(items, scores):
@@ -342,8 +348,20 @@ def evaluate_vqa(
         "questions": len(items),
         "per_answer_type": {t: float(np.mean(v)) for t, v in sorted(by_answer_type.items())},
         "per_question_type": {t: float(np.mean(v)) for t, v in sorted(by_question_type.items())},
-        "predictions": {item.question_id: model.answers[predicted[n]] for n, item in enumerate(items)},
+        "predictions": {item.question_id: answers[n] for n, item in enumerate(items)},
     }
+
+
+def _own_answers(model: AnswerModel, items: Sequence[VQAItem]) -> list[str]:
+    """Return any AnswerModel's own answer to each item (a generative VLM writes it), one by one."""
+    from vlcam.adapters.protocol import check_conforms
+
+    torch_model = check_conforms(model, AnswerModel, "the VQA evaluation needs a VQA model")
+    out = []
+    with preserved(torch_model, eval_mode=True), torch.no_grad():
+        for item in items:
+            out.append(model.top_answers(model.preprocess(item.image), model.encode_question(item.question))[0])
+    return out
 
 
 def _predictions(model: VQAModel, batches: _Batches, count: int, device: torch.device) -> list[int]:
