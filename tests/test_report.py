@@ -68,3 +68,35 @@ def test_headless_chromium_renders_the_report_with_all_its_images(run_dir, tmp_p
                     "--window-size=1200,1600", (run_dir / "report.html").as_uri()],
                    capture_output=True, timeout=180, check=True)
     assert screenshot.stat().st_size > 10_000
+
+
+def test_the_one_file_evaluations_write_their_page_beside_the_report(tmp_path, capsys):
+    from vlcam.cli import main
+    from vlcam.data.synthetic import generate
+    from vlcam.demo import SHIPPED_VQA, shipped_checkpoint
+
+    world = tmp_path / "world"
+    generate(world, num_images=3, image_size=64, seed=5, val_fraction=1.0, workers=1)
+    out = tmp_path / "captions.json"
+    assert main(["eval", "captions", "--captions", str(world / "captions_val.json"), "--instances",
+                 str(world / "instances_val.json"), "--images", str(world / "images"), "--out", str(out),
+                 "--device", "cpu", "--html"]) == 0
+    page = out.with_suffix(".html").read_text(encoding="utf-8")
+    assert f"report: {out.with_suffix('.html')}" in capsys.readouterr().out
+    # One per-category plot per tolerance (0 and 15 px), all embedded; the words of the 0 px game.
+    assert page.count('<img alt="per_category_') == 2 == page.count('src="data:image/png;base64,')
+    assert not re.search(r'src="(?!data:)', page)
+    assert ">quality.model.cider<" in page and ">pointing_tolerance_0.accuracy<" in page
+    assert ">Words</h2>" in page and ">Worst</h3>" in page
+
+    vqa = tmp_path / "vqa.json"
+    args = ["eval", "vqa", "--checkpoint", str(shipped_checkpoint(SHIPPED_VQA)), "--questions",
+            str(world / "vqa_questions_val.json"), "--annotations", str(world / "vqa_annotations_val.json"),
+            "--instances", str(world / "instances_val.json"), "--images", str(world / "images"),
+            "--image-pattern", "synth_{image_id:06d}.png", "--device", "cpu", "--html"]
+    assert main(args) == 1
+    assert "--html" in capsys.readouterr().err  # no page without a report to sit beside
+    assert main([*args, "--out", str(vqa)]) == 0
+    page = vqa.with_suffix(".html").read_text(encoding="utf-8")
+    assert ">accuracy.accuracy<" in page and ">pointing.accuracy<" in page
+    assert ">Answers</h2>" in page and "<th>predicted</th>" in page

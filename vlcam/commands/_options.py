@@ -35,7 +35,8 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], Any]] = {
     "json": lambda p: p.add_argument("--json", action="store_true",
                                      help="print the result as JSON instead of a table"),
     "html": lambda p: p.add_argument("--html", action="store_true",
-                                     help="also write the run's self-contained report.html (vlcam report)"),
+                                     help="also write a self-contained HTML report (report.html in a run folder, "
+                                     "X.html beside a one-file report X.json)"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`vlcam eval pointing|box-ratio|occlusion|human-attention|captions|vqa`: the paper's
+"""`vlcam eval pointing|box-ratio|occlusion|human-attention|deletion|sanity|word-iou|captions|vqa`: the paper's
 evaluations as resumable runs (under torchrun too) and reports."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def add_commands(sub: Any) -> None:
     """Register the `eval` group's commands on the top-level subparsers `sub`."""
     group = sub.add_parser("eval", help="the paper's evaluations, resumable and sharded").add_subparsers(
         dest="what", required=True,
-        metavar="{pointing,box-ratio,occlusion,human-attention,deletion,sanity,captions,vqa}")
+        metavar="{pointing,box-ratio,occlusion,human-attention,deletion,sanity,word-iou,captions,vqa}")
     run = parent("checkpoint", "images", "out", "limit", "device", "json", "html")
 
     p = group.add_parser("pointing", parents=[run, parent("method", "layer")],
@@ -79,6 +79,20 @@ def add_commands(sub: Any) -> None:
     z.add_argument("--seed", type=int, default=0, help="seeds the random weights of every block")
     z.set_defaults(run=_sanity)
 
+    w = group.add_parser("word-iou", parents=[run, parent("layer")],
+                         help="Obj-IoU, Func-IoU and F1-IoU of a model's own responses (TAM's word localisation)",
+                         description="Explain each image's own greedy response (to --prompt for a generative "
+                         "VLM), every word from one call, and score where the maps point: object words' "
+                         "binarised maps against their object's mask (Obj-IoU), function words' against the "
+                         "background (Func-IoU), and their harmonic mean (F1-IoU), after TAM (ICCV 2025).")
+    w.add_argument("--instances", required=True, help="COCO instances JSON (with masks) of the images")
+    w.add_argument("--word-map", default=None, help="word map JSON (default: the built-in world's when the "
+                   "categories are its own, else COCO's)")
+    w.add_argument("--prompt", default=None, help="the prompt of a generative VLM (default: the model's own)")
+    w.add_argument("--threshold", type=float, default=0.5, help="binarise each min-max normalised map here")
+    w.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
+    w.set_defaults(run=_word_iou)
+
     h = group.add_parser("human-attention", parents=[run],
                          help="rank correlation of answer maps with human attention maps",
                          description="Rank correlation of answer maps with VQA-HAT-style human attention "
@@ -90,7 +104,8 @@ def add_commands(sub: Any) -> None:
     h.add_argument("--seed", type=int, default=0)
     h.set_defaults(run=_human_attention)
 
-    c = group.add_parser("captions", parents=[parent("checkpoint", "images", "limit", "device", "method", "json")],
+    c = group.add_parser("captions", parents=[parent("checkpoint", "images", "limit", "device", "method", "json",
+                                                      "html")],
                          help="the COCO caption metrics and the word-level pointing game with baselines",
                          description="Score a captioner on held-out images: CIDEr-D, BLEU-1..4, METEOR "
                          "(needs java) and ROUGE-L through pycocoevalcap, the official COCO caption "
@@ -109,7 +124,7 @@ def add_commands(sub: Any) -> None:
     from vlcam.data.vqa import COCO_IMAGE_PATTERN
     from vlcam.eval.vqa_pointing import ANSWER_CHOICES
 
-    v = group.add_parser("vqa", parents=[parent("images", "limit", "device", "method", "layer", "json")],
+    v = group.add_parser("vqa", parents=[parent("images", "limit", "device", "method", "layer", "json", "html")],
                          help="VQA accuracy against the answer priors, and answer pointing",
                          description="VQA accuracy against the answer priors, and whether answer maps point "
                          "at the object asked about.")
@@ -220,6 +235,17 @@ def _sanity(args: argparse.Namespace) -> int:
     return _finish_run(summary, args, f"sanity check: {args.out}/summary.json")
 
 
+def _word_iou(args: argparse.Namespace) -> int:
+    from vlcam.eval.word_iou import run_word_iou
+
+    model = load_model(args.checkpoint, args.device)
+    summary = run_word_iou(args.out, model, args.instances, args.images, _word_map(args.word_map, args.instances),
+                           prompt=args.prompt, layer=args.layer, threshold=args.threshold, limit=args.limit,
+                           num_workers=args.workers)
+    shown = None if summary is None else {k: v for k, v in summary.items() if k != "per_category_obj_iou"}
+    return _finish_run(shown, args, f"word IoU: {args.out}/summary.json")
+
+
 def _human_attention(args: argparse.Namespace) -> int:
     from vlcam.eval.faithfulness import run_human_attention
 
@@ -244,12 +270,31 @@ def _captions(args: argparse.Namespace) -> int:
                                                          word_map=word_map)}
     games = caption_pointing_games(model, args.captions, args.instances, args.images, word_map,
                                    tolerances=args.tolerance, method=args.method, limit=args.limit)
+    items = {tolerance: game.pop("items") for tolerance, game in games.items()}
     for tolerance, game in games.items():
-        game.pop("items")
         report[f"pointing_tolerance_{tolerance}"] = game
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    return finish(report, args, f"captioner evaluation: {args.out}")
+    title = f"captioner evaluation: {args.out}"
+    if args.html:
+        title += f"\nreport: {_caption_page(args.out, report, games, items)}"
+    return finish(report, args, title)
+
+
+def _caption_page(out: str, report: dict[str, Any], games: dict[int, Any], items: dict[int, Any]) -> Path:
+    """Return the path of the HTML page of a captioner evaluation: its summary, a per-category
+    plot per tolerance and the words of the strictest game."""
+    import tempfile
+
+    from vlcam.eval.pointing import plot_per_category
+    from vlcam.eval.report import write_summary_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = [plot_per_category({**game, "tolerance": t}, Path(tmp) / f"per_category_{t}px.png")
+                 for t, game in games.items()]
+        strictest = min(items) if items else None
+        return write_summary_report(out, report, items=items.get(strictest, []) if strictest is not None else [],
+                                    plots=plots)
 
 
 def _vqa(args: argparse.Namespace) -> int:
@@ -257,6 +302,8 @@ def _vqa(args: argparse.Namespace) -> int:
     from vlcam.eval.vqa_pointing import answer_pointing_game
     from vlcam.train.vqa import evaluate_vqa
 
+    if args.html and not args.out:
+        raise ValueError("--html writes its page beside the report: give --out FILE.json too")
     model = load_model(args.checkpoint, args.device)
     items = read_vqa(args.questions, args.annotations, args.images, image_pattern=args.image_pattern,
                      limit=args.limit)
@@ -278,6 +325,14 @@ def _vqa(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    page = None
+    if args.html:
+        from vlcam.eval.report import write_summary_report
+
+        pointing = report.get("pointing", {})
+        shown = {**report, "pointing": {k: v for k, v in pointing.items() if k != "items"}} if pointing else report
+        page = write_summary_report(args.out, shown, items=pointing.get("items", []))
     if not args.items and "pointing" in report:
         report["pointing"] = {k: v for k, v in report["pointing"].items() if k != "items"}
-    return finish(report, args, "VQA evaluation" + (f": {args.out}" if args.out else ""))
+    title = "VQA evaluation" + (f": {args.out}" if args.out else "") + (f"\nreport: {page}" if page else "")
+    return finish(report, args, title)

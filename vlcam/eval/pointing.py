@@ -386,7 +386,7 @@ def run_pointing_game(
         desc="pointing", num_workers=num_workers, progress=progress,
         annotated_size=lambda i: annotated_size(captions, instances, i))
     if summary is not None:
-        _plot_per_category(summary, Path(out_dir) / "per_category.png")
+        plot_per_category(summary, Path(out_dir) / "per_category.png")
     return summary
 
 
@@ -412,7 +412,9 @@ def _run_summary(records: list[dict[str, Any]], method: str, tolerance: int, see
     }
 
 
-def _plot_per_category(summary: dict[str, Any], path: Path) -> None:
+def plot_per_category(summary: Mapping[str, Any], path: Path) -> Path:
+    """Return `path` after saving the per-category bar plot of a pointing summary, with its
+    centre and random baselines."""
     from matplotlib.figure import Figure
 
     cats = list(summary["per_category"])
@@ -432,3 +434,4 @@ def _plot_per_category(summary: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return path

@@ -4,6 +4,8 @@
 the run wrote: per-category bars, sanity and deletion plots, example overlays) and writes
 ``report.html`` beside them with every image embedded, so the file can be mailed or
 attached as it is. Words of a pointing run are listed best, worst and at random.
+:func:`write_summary_report` does the same for the one-file reports of ``vlcam eval captions``
+and ``vlcam eval vqa`` (``X.json`` -> ``X.html``), with their pointing words or answers.
 """
 
 from __future__ import annotations
@@ -46,39 +48,78 @@ def write_report(run_dir: str | Path, *, title: str | None = None, seed: int = 0
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     if not isinstance(summary, Mapping):
         raise ValueError(f"{summary_file} is not a JSON object")
-    title = title or f"vlcam report: {run.resolve().name}"
     plots = [run / name for name in PLOTS if (run / name).is_file()]
     examples = sorted(p for p in run.glob("example_*.png"))
-    words = [r for r in existing_records(run) if r.get("type") == "word"]
+    items = [r for r in existing_records(run) if r.get("type") == "word"]
+    page = report_page(title or f"vlcam report: {run.resolve().name}", summary, plots=plots, items=items,
+                       examples=examples, seed=seed)
+    out = run / REPORT_FILE
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def write_summary_report(report_file: str | Path, summary: Mapping[str, Any], *,
+                         items: Sequence[Mapping[str, Any]] = (), plots: Sequence[Path] = (),
+                         title: str | None = None, seed: int = 0) -> Path:
+    """Return the path of the HTML page written beside a one-file report (``X.json`` -> ``X.html``)
+    of `summary`, with `plots` embedded and `items` (pointing words or answers) listed."""
+    out = Path(report_file).with_suffix(".html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page = report_page(title or f"vlcam report: {out.stem}", summary, plots=plots, items=items, seed=seed)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def report_page(title: str, summary: Mapping[str, Any], *, plots: Sequence[Path] = (),
+                items: Sequence[Mapping[str, Any]] = (), examples: Sequence[Path] = (), seed: int = 0) -> str:
+    """Return one self-contained HTML page: the summary's scalars, the plots, the best, worst
+    and random `items` (words or answers of a pointing game) and the example figures."""
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         "<h2>Summary</h2>", _table(["entry", "value"], [[k, _format(v)] for k, v in flat_scalars(summary)]),
     ]
     if plots:
         sections += ["<h2>Plots</h2>", *(_figure(p) for p in plots)]
-    if words:
-        sections += ["<h2>Words</h2>", *_word_lists(words, seed)]
+    if items:
+        answers = "answer" in items[0]
+        sections += ["<h2>Answers</h2>" if answers else "<h2>Words</h2>", *_item_lists(items, seed)]
     if examples:
         sections += ["<h2>Examples</h2>", *(_figure(p) for p in examples)]
-    page = _PAGE.format(title=html.escape(title), body="\n".join(sections))
-    out = run / REPORT_FILE
-    out.write_text(page, encoding="utf-8")
-    return out
+    return _PAGE.format(title=html.escape(title), body="\n".join(sections))
 
 
-def _word_lists(words: list[dict[str, Any]], seed: int) -> list[str]:
-    """Return tables of the best, the worst and random words of a pointing run."""
-    columns = ["word", "category", "image", "peak", "hit", "box IoU"]
+# Columns of the item lists: a pointing word (caption runs) or a pointing answer (VQA runs).
+_WORD_COLUMNS = ("word", "category", "image_id", "peak", "hit", "box_iou")
+_ANSWER_COLUMNS = ("question", "answer", "predicted", "image_id", "peak", "hit")
+_WORD_IOU_COLUMNS = ("word", "kind", "category", "image_id", "peak", "hit", "iou")
 
-    def rows(chosen: Sequence[dict[str, Any]]) -> list[list[str]]:
-        return [[str(w["word"]), str(w["category"]), str(w["image_id"]), str(tuple(w["peak"])),
-                 "yes" if w["hit"] else "no", _format(w.get("box_iou"))] for w in chosen]
 
-    ranked = sorted(words, key=lambda w: (not w["hit"], -(w.get("box_iou") or 0.0), w["key"]))
-    picked = random.Random(seed).sample(words, min(GALLERY, len(words)))
-    return ["<h3>Best</h3>", _table(columns, rows(ranked[:GALLERY])),
-            "<h3>Worst</h3>", _table(columns, rows(ranked[::-1][:GALLERY])),
-            "<h3>At random</h3>", _table(columns, rows(picked))]
+def _item_lists(items: Sequence[Mapping[str, Any]], seed: int) -> list[str]:
+    """Return tables of the best, the worst and random items of a pointing game."""
+    columns = _ANSWER_COLUMNS if "answer" in items[0] else _WORD_IOU_COLUMNS if "kind" in items[0] else _WORD_COLUMNS
+
+    def cell(item: Mapping[str, Any], column: str) -> str:
+        value = item.get(column)
+        if column == "peak" and value is not None:
+            return str(tuple(value))
+        if column == "hit":
+            return "yes" if value else "no"
+        return _format(value)
+
+    def rows(chosen: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        return [[cell(i, c) for c in columns] for i in chosen]
+
+    def order(item: Mapping[str, Any]) -> tuple[Any, ...]:
+        key = item.get("key", [item.get("image_id"), item.get("caption_id", item.get("question_id")),
+                               item.get("word_index", 0)])
+        return (not item["hit"], -(item.get("box_iou") or item.get("iou") or 0.0), json.dumps(key))
+
+    ranked = sorted(items, key=order)
+    picked = random.Random(seed).sample(list(items), min(GALLERY, len(items)))
+    header = [c.replace("_", " ") for c in columns]
+    return ["<h3>Best</h3>", _table(header, rows(ranked[:GALLERY])),
+            "<h3>Worst</h3>", _table(header, rows(ranked[::-1][:GALLERY])),
+            "<h3>At random</h3>", _table(header, rows(picked))]
 
 
 def _figure(path: Path) -> str:
