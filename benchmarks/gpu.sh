@@ -13,7 +13,8 @@ run() {  # name, timeout in seconds, command...
     echo "== $name"
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt" | grep -v "^$" | tail -25
 }
-run cuda_tests 120 python -m pytest -q -p no:warnings -k "cuda" tests/test_gradcam.py tests/test_hf_adapters.py tests/test_hf_vlm.py
+run cuda_tests 120 python -m pytest -q -p no:warnings -k "cuda" tests/test_gradcam.py tests/test_hf_adapters.py tests/test_hf_vlm.py \
+    tests/test_hf_vlm_llava_next.py
 run bench_core 45 python benchmarks/bench_core.py --device cuda
 run bench_caption 45 python benchmarks/bench_caption.py --device cuda
 run bench_vqa 45 python benchmarks/bench_vqa.py --device cuda

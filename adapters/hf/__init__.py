@@ -19,6 +19,10 @@ from vlcam.adapters.hf.captioning import (
 )
 from vlcam.adapters.hf.contrastive import ClipAdapter, SiglipAdapter
 from vlcam.adapters.hf.vlm import Blip2VLM, GenerativeVLM, LlavaVLM, PaliGemmaVLM, Qwen2VLM, Qwen25VLM
+from vlcam.adapters.hf.vlm.blip2 import InstructBlipVLM
+from vlcam.adapters.hf.vlm.gemma3 import Gemma3VLM
+from vlcam.adapters.hf.vlm.idefics3 import Idefics3VLM, SmolVLMVLM
+from vlcam.adapters.hf.vlm.llava_next import LlavaNextVLM, LlavaOnevisionVLM
 from vlcam.adapters.hf.vqa import BlipVQA, ViltVQA
 
 # transformers class name -> adapter; matched along the model's class hierarchy, so a
@@ -29,10 +33,16 @@ ADAPTERS: dict[str, type[HFAdapter]] = {
     "ViltForQuestionAnswering": ViltVQA,
     "VisionEncoderDecoderModel": VisionEncoderDecoderCaptioner,
     "LlavaForConditionalGeneration": LlavaVLM,
+    "LlavaNextForConditionalGeneration": LlavaNextVLM,
+    "LlavaOnevisionForConditionalGeneration": LlavaOnevisionVLM,
     "Qwen2VLForConditionalGeneration": Qwen2VLM,
     "Qwen2_5_VLForConditionalGeneration": Qwen25VLM,
     "PaliGemmaForConditionalGeneration": PaliGemmaVLM,
     "Blip2ForConditionalGeneration": Blip2VLM,
+    "Gemma3ForConditionalGeneration": Gemma3VLM,
+    "InstructBlipForConditionalGeneration": InstructBlipVLM,
+    "Idefics3ForConditionalGeneration": Idefics3VLM,
+    "SmolVLMForConditionalGeneration": SmolVLMVLM,
     "CLIPModel": ClipAdapter,
     "SiglipModel": SiglipAdapter,
 }

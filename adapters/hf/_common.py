@@ -66,12 +66,12 @@ class HFAdapter(ImageModelBase):
         pixels = self._processed(image)["pixel_values"]
         return torch.as_tensor(pixels, dtype=torch.float32)
 
-    def _processed(self, image: Any) -> Any:
-        """Return the image processor's output for one image; ValueError naming the image's size
-        when the processor refuses it."""
+    def _processed(self, image: Any, **options: Any) -> Any:
+        """Return the image processor's output for one image (`options` go to the processor);
+        ValueError naming the image's size when the processor refuses it."""
         pil = to_pil(image)
         try:
-            return self.image_processor(images=pil, return_tensors="pt")
+            return self.image_processor(images=pil, return_tensors="pt", **options)
         except (ValueError, TypeError, RuntimeError, IndexError) as e:
             raise ValueError(
                 f"the {type(self.image_processor).__name__} of this {type(self.model).__name__} refuses the "
@@ -177,7 +177,7 @@ def _image_size(image_processor: Any) -> int:
     if isinstance(size, int):
         return size
     if isinstance(size, dict) or hasattr(size, "get"):
-        for key in ("height", "shortest_edge", "width"):
+        for key in ("height", "shortest_edge", "width", "longest_edge"):
             value = size.get(key) if hasattr(size, "get") else None
             if isinstance(value, int):
                 return value

@@ -74,6 +74,12 @@ class GenerativeVLM(HFAdapter):
         """Return the image keyword arguments of the model's ``get_image_features``/``generate``."""
         return {"pixel_values": images.to(self.dtype)}
 
+    def prompt_image_inputs(self, prompt: torch.Tensor, images: torch.Tensor) -> dict[str, Any]:
+        """Return the keyword arguments of ``get_image_features``/``generate`` that the prompt
+        ids `prompt` [R, P] (R copies of one prompt) set for `images`: none, unless the image
+        encoder reads the prompt too (InstructBLIP's Q-Former)."""
+        return {}
+
     def text_inputs(self, ids: torch.Tensor, mask: torch.Tensor, images: torch.Tensor, prompt_length: int,
                     per_image: int) -> dict[str, Any]:
         """Return extra keyword arguments of the model's forward for expanded rows `ids`
@@ -96,7 +102,12 @@ class GenerativeVLM(HFAdapter):
         """Return the prompt's ids, holding the image placeholder once; ValueError for an empty
         prompt or a template that does not place one image."""
         check_text(prompt, "prompt")
-        ids = list(self.tokenizer(self.prompt_text(prompt))["input_ids"])
+        text = self.prompt_text(prompt)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        # As the processor's apply_chat_template(tokenize=True): a template that writes <bos>
+        # itself gets no second one from the tokenizer.
+        special = not (isinstance(bos, str) and bos and text.startswith(bos))
+        ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
         if ids.count(self.image_token_id) != 1:
             raise ValueError(
                 f"the prompt {prompt!r:.80} as the processor writes it holds the image token "
@@ -207,12 +218,19 @@ class GenerativeVLM(HFAdapter):
                         scored: int) -> torch.Tensor:
         """Return log p(token) [B * R, scored] of each row's `scored` tokens after its first
         `prompt` ones, every row of `rows` [R, L] paired with every image (image b's rows first)."""
+        encoded = self.model.get_image_features(**self.vision_inputs(images),
+                                                **self.prompt_image_inputs(rows[:, :prompt], images),
+                                                return_dict=True)
+        return self._text_logprobs(encoded, images, rows, mask, prompt, scored)
+
+    def _text_logprobs(self, encoded: Any, images: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor,
+                       prompt: int, scored: int) -> torch.Tensor:
+        """Return :meth:`_piece_logprobs` from the image encoder's output `encoded` for `images`."""
         batch, per_image = images.shape[0], rows.shape[0]
         image_ids = self.image_tokens(images)
         ids, mask = self._expanded(rows, mask, image_ids)
         ids, mask = ids.repeat(batch, 1), mask.repeat(batch, 1)
         start = prompt - 1 + len(image_ids)  # the expanded prompt's length
-        encoded = self.model.get_image_features(**self.vision_inputs(images), return_dict=True)
         outputs = self.model(
             input_ids=ids, attention_mask=mask, pixel_values=None,
             mm_encoder_outputs={"image": _repeated(encoded, per_image)},
@@ -265,13 +283,20 @@ class GenerativeVLM(HFAdapter):
                 # generate computes its own positions
                 extra = {k: v for k, v in self.text_inputs(ids, mask, one, ids.shape[1], 1).items()
                          if k != "position_ids"}
+                vision = {**self.vision_inputs(one), **self.prompt_image_inputs(prompt, one)}
                 generated = self.model.generate(
-                    input_ids=ids, attention_mask=mask, **{**extra, **self.vision_inputs(one)},
+                    input_ids=ids, attention_mask=mask, **{**extra, **vision},
                     max_new_tokens=max_new_tokens, num_beams=beam_size, do_sample=False,
                     eos_token_id=self.end_id, pad_token_id=self.pad_id,
                 )
-                out.append(self.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip())
+                new_ids = self._response_ids(generated[0], ids.shape[1])
+                out.append(self.tokenizer.decode(new_ids, skip_special_tokens=True).strip())
         return out
+
+    def _response_ids(self, generated: torch.Tensor, prompt_length: int) -> torch.Tensor:
+        """Return the response in `generate`'s output ids [T]: a decoder-only model writes the
+        (expanded) prompt of `prompt_length` ids back first."""
+        return generated[prompt_length:]
 
     # --- Helpers --------------------------------------------------------------------------
 
@@ -317,3 +342,14 @@ def _repeated(encoded: Any, per_image: int) -> Any:
     else:
         out.pooler_output = [f for f in features for _ in range(per_image)]
     return out
+
+
+def check_fixed_size(images: torch.Tensor, side: int, model: nn.Module) -> torch.Tensor:
+    """Return `images` when they are [B, 3, side, side]: a vision tower with fixed position
+    embeddings reads no other size; ValueError naming the shape otherwise."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != (3, side, side):
+        raise ValueError(
+            f"{type(model).__name__} reads images [B, 3, {side}, {side}] (its vision tower's position "
+            f"embeddings are fixed), got shape {tuple(images.shape)}; pass an image to preprocess instead"
+        )
+    return images
