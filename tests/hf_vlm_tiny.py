@@ -186,3 +186,26 @@ def siglip(seed: int = 0):
 GENERATIVE = {"llava": llava, "qwen2_vl": qwen2_vl, "qwen2_5_vl": lambda seed=0: qwen2_vl(seed, version="2.5"),
               "paligemma": paligemma, "blip2": blip2}
 CONTRASTIVE = {"clip": clip, "siglip": siglip}
+
+
+def snapshot(model) -> dict:
+    """Return what must come back unchanged after vlcam used `model`: its weights and buffers,
+    requires_grad, hooks, each module's train/eval mode and a Qwen2-VL model's cached rope deltas."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "hooks": {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks)) for n, m in model.named_modules()},
+        "modes": {n: m.training for n, m in model.named_modules()},
+        "rope_deltas": getattr(getattr(model, "model", None), "rope_deltas", None),
+    }
+
+
+def assert_unchanged(model, before: dict) -> None:
+    """Assert that `model` is as :func:`snapshot` found it."""
+    after = snapshot(model)
+    assert after["modes"] == before["modes"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["hooks"] == before["hooks"]
+    assert after["rope_deltas"] is before["rope_deltas"]
+    assert after["state"].keys() == before["state"].keys()
+    assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
