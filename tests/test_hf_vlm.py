@@ -332,6 +332,17 @@ def test_the_model_comes_back_as_it_was(family):
 
 # --- Bad input --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("name", ["llava", "paligemma", "blip2"])
+def test_a_preprocessed_tensor_of_another_size_than_the_tower_reads_is_a_value_error(name):
+    model, processor = tiny.GENERATIVE[name]()
+    adapter = wrap(model, processor)
+    side = adapter.image_size
+    wrong = torch.zeros(1, 3, side + adapter.patch, side)
+    shape = rf"shape \(1, 3, {side + adapter.patch}, {side}\)"
+    with pytest.raises(ValueError, match=rf"reads images \[B, 3, \d+, \d+\].*{shape}"):
+        vlcam.explain_caption(adapter, wrong, RESPONSE)
+
+
 def test_bad_prompts_responses_and_images_are_value_errors_naming_them(family):
     _name, model, processor = family
     adapter = wrap(model, processor)

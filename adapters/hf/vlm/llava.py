@@ -15,7 +15,7 @@ from torch import nn
 
 from vlcam.adapters.hf._common import patch_grid
 from vlcam.adapters.hf._view import SingleView
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
+from vlcam.adapters.hf.vlm._base import GenerativeVLM, check_fixed_size
 
 
 class LlavaVLM(SingleView, GenerativeVLM):
@@ -31,6 +31,12 @@ class LlavaVLM(SingleView, GenerativeVLM):
         name, blocks = _blocks(tower)
         block = feature_block(config.vision_feature_layer, len(blocks))
         self.default_layer = f"model.model.vision_tower.{name}.{block}"
+
+    def vision_inputs(self, images: torch.Tensor) -> dict[str, Any]:
+        """Return the pixel values; ValueError naming the shape of images of another size than
+        the vision tower's (its position embeddings are fixed)."""
+        side = int(self.model.config.vision_config.image_size)
+        return {"pixel_values": check_fixed_size(images, side, self.model).to(self.dtype)}
 
     def image_tokens(self, images: torch.Tensor) -> list[int]:
         """Return one image token per patch (and one for the class token unless dropped)."""

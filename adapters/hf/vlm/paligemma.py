@@ -15,7 +15,7 @@ from torch import nn
 
 from vlcam.adapters.hf._common import patch_grid
 from vlcam.adapters.hf._view import SingleView
-from vlcam.adapters.hf.vlm._base import GenerativeVLM
+from vlcam.adapters.hf.vlm._base import GenerativeVLM, check_fixed_size
 from vlcam.adapters.hf.vlm.llava import last_block
 
 
@@ -34,6 +34,12 @@ class PaliGemmaVLM(SingleView, GenerativeVLM):
     def prompt_text(self, prompt: str) -> str:
         """Return PaliGemma's prefix: <image> <bos> prompt "\\n"."""
         return f"{self.tokenizer.decode([self.image_token_id])}{self.tokenizer.bos_token}{prompt}\n"
+
+    def vision_inputs(self, images: torch.Tensor) -> dict[str, Any]:
+        """Return the pixel values; ValueError naming the shape of images of another size than
+        the vision tower's (its position embeddings are fixed)."""
+        side = int(self.model.config.vision_config.image_size)
+        return {"pixel_values": check_fixed_size(images, side, self.model).to(self.dtype)}
 
     def image_tokens(self, images: torch.Tensor) -> list[int]:
         """Return one image token per SigLIP patch."""
