@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+import vlcam
+
 TEXT = ["a red ball and a blue cube on the grass.", "Describe the image.", "What color is the ball?",
         "the dog is sitting on a red mat, next to two cats!", "yes", "no", "red", "blue", "green",
         "how many balls are there?", "Question: Answer: caption en"]
@@ -209,3 +211,19 @@ def assert_unchanged(model, before: dict) -> None:
     assert after["rope_deltas"] is before["rope_deltas"]
     assert after["state"].keys() == before["state"].keys()
     assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
+
+
+def assert_explaining_leaves_it_unchanged(model, adapter, image, response: str) -> None:
+    """Assert that explaining a response and answers with `adapter`, and responding, leave
+    `model` (in train mode, to show its modes are kept) as it was; the model ends in eval mode."""
+    # transformers installs its own output-recording hooks at a model's first forward.
+    adapter.respond(image, max_new_tokens=1)
+    model.train()
+    before = snapshot(model)
+    try:
+        vlcam.explain_caption(adapter, image, response)
+        vlcam.explain_answer(adapter, image, "What color is the ball?", ["red", "blue"])
+        adapter.respond(image, max_new_tokens=3)
+        assert_unchanged(model, before)
+    finally:
+        model.eval()

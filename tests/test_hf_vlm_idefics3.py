@@ -411,17 +411,7 @@ def test_bf16_models_give_float32_maps_close_to_float32_ones():
 def test_the_model_comes_back_as_it_was(family):
     model, processor = family
     adapter = wrap(model, processor)
-    # transformers installs its own output-recording hooks at a model's first forward.
-    adapter.respond(photo(), max_new_tokens=1)
-    model.train()
-    before = tiny.snapshot(model)
-    try:
-        vlcam.explain_caption(adapter, photo(), RESPONSE)
-        vlcam.explain_answer(adapter, photo(), "What color is the ball?", ["red", "blue"])
-        adapter.respond(photo(), max_new_tokens=3)
-        tiny.assert_unchanged(model, before)
-    finally:
-        model.eval()
+    tiny.assert_explaining_leaves_it_unchanged(model, adapter, photo(), RESPONSE)
 
 
 # --- Bad input --------------------------------------------------------------------------------------

@@ -292,9 +292,7 @@ def _caption_page(out: str, report: dict[str, Any], games: dict[int, Any], items
     with tempfile.TemporaryDirectory() as tmp:
         plots = [plot_per_category({**game, "tolerance": t}, Path(tmp) / f"per_category_{t}px.png")
                  for t, game in games.items()]
-        strictest = min(items) if items else None
-        return write_summary_report(out, report, items=items.get(strictest, []) if strictest is not None else [],
-                                    plots=plots)
+        return write_summary_report(out, report, items=items[min(items)] if items else [], plots=plots)
 
 
 def _vqa(args: argparse.Namespace) -> int:
@@ -325,14 +323,11 @@ def _vqa(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    page = None
+    pointing = report.get("pointing")
+    without_items = {**report, "pointing": {k: v for k, v in pointing.items() if k != "items"}} if pointing else report
+    title = "VQA evaluation" + (f": {args.out}" if args.out else "")
     if args.html:
         from vlcam.eval.report import write_summary_report
 
-        pointing = report.get("pointing", {})
-        shown = {**report, "pointing": {k: v for k, v in pointing.items() if k != "items"}} if pointing else report
-        page = write_summary_report(args.out, shown, items=pointing.get("items", []))
-    if not args.items and "pointing" in report:
-        report["pointing"] = {k: v for k, v in report["pointing"].items() if k != "items"}
-    title = "VQA evaluation" + (f": {args.out}" if args.out else "") + (f"\nreport: {page}" if page else "")
-    return finish(report, args, title)
+        title += f"\nreport: {write_summary_report(args.out, without_items, items=(pointing or {}).get('items', []))}"
+    return finish(report if args.items else without_items, args, title)

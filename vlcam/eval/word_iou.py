@@ -75,18 +75,19 @@ def response_word_ious(
     for mask in masks.values():
         objects |= mask
     background = ~objects
-    top = float(maps.max()) if maps.size else 0.0
-    low = maps.reshape(len(maps), -1).min(axis=1)[:, None, None]
-    high = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+    flat = maps.reshape(len(maps), -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    top = float(high.max())
+    peaks = [tuple(int(v) for v in np.unravel_index(int(i), (h, w))) for i in flat.argmax(axis=1)]
     # A constant map (all zero: no evidence) lights nothing.
-    lit = (maps - low) >= threshold * (high - low)
-    lit &= (high > low)
+    lit = (maps - low[:, None, None]) >= threshold * (high - low)[:, None, None]
+    lit &= (high > low)[:, None, None]
     named: set[int] = set()
     for match in word_map.match(tokens):
         named.update(range(match.start, match.stop))
         i = match.head
-        peak = np.unravel_index(int(np.argmax(maps[i])), (h, w))
-        base = {"word_index": i, "word": tokens[i], "category": match.category, "peak": [int(p) for p in peak]}
+        peak = peaks[i]
+        base = {"word_index": i, "word": tokens[i], "category": match.category, "peak": list(peak)}
         if match.category_id not in masks:
             yield {**base, "kind": "hallucinated", "iou": None, "baseline_iou": None, "hit": False}
             continue
@@ -96,10 +97,10 @@ def response_word_ious(
     for i, token in enumerate(tokens):
         if i in named or token.lower() not in functions:
             continue
-        peak = np.unravel_index(int(np.argmax(maps[i])), (h, w))
-        yield {"word_index": i, "word": token, "category": None, "peak": [int(p) for p in peak],
+        peak = peaks[i]
+        yield {"word_index": i, "word": token, "category": None, "peak": list(peak),
                "kind": "function", "iou": mask_iou(lit[i], background), "baseline_iou": float(background.mean()),
-               "hit": bool(background[peak]), "strength": float(high[i, 0, 0]) / top if top > 0 else 0.0}
+               "hit": bool(background[peak]), "strength": float(high[i]) / top if top > 0 else 0.0}
 
 
 def summarize_word_ious(words: list[dict[str, Any]]) -> dict[str, Any]:
