@@ -37,7 +37,7 @@ _FAMILIES = (
     "torchvision resnet*/resnext*/wide_resnet*/regnet*/shufflenet*, vgg*, inception_v3, "
     "googlenet, and torchvision models with a .features trunk (alexnet, convnext*, densenet*, "
     "efficientnet*, mobilenet*, squeezenet*, mnasnet*); 'timm:<name>' for any timm CNN; "
-    "'compact', 'compact_replicate', 'compact_deep' (small CNNs for the built-in world)"
+    "'compact', 'compact_replicate', 'compact_deep', 'compact_aligned' (small CNNs for the built-in world)"
 )
 
 
@@ -46,6 +46,11 @@ class _CompactLayout:
     widths: tuple[int, ...]
     strides: tuple[int, ...]
     padding_mode: Literal["zeros", "replicate"]
+    # The kernel of the stride-2 blocks. A 3 x 3 kernel with padding 1 centres output cell j
+    # on input pixel 2j, half a pixel before where upsampling puts it (2j + 0.5); after three
+    # of them a cell of the map sits 3.5 px up and left of where its map value is drawn. A
+    # 4 x 4 kernel with padding 1 centres it on 2j + 0.5, where it is drawn.
+    down_kernel: int = 3
 
 
 # Small CNNs for the built-in world, all of total stride 8 (a 16 x 16 map at 128^2, fine
@@ -59,6 +64,7 @@ COMPACT_LAYOUTS = {
     "compact": _CompactLayout((32, 64, 128, 192, 256), (2, 2, 2, 1, 1), "zeros"),
     "compact_replicate": _CompactLayout((32, 64, 128, 192, 256), (2, 2, 2, 1, 1), "replicate"),
     "compact_deep": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate"),
+    "compact_aligned": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate", 4),
 }
 
 
@@ -129,8 +135,9 @@ def _compact(name: str) -> Backbone:
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = 3
     for i, (width, stride) in enumerate(zip(layout.widths, layout.strides), start=1):
+        kernel = layout.down_kernel if stride == 2 else 3
         blocks[f"block{i}"] = nn.Sequential(
-            nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False, padding_mode=layout.padding_mode),
+            nn.Conv2d(c_in, width, kernel, stride=stride, padding=1, bias=False, padding_mode=layout.padding_mode),
             nn.BatchNorm2d(width),
             nn.ReLU(),
         )

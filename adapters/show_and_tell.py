@@ -61,6 +61,14 @@ def _avgmax(conv_map: torch.Tensor) -> torch.Tensor:
 POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"avg": _avg, "max": _max, "avgmax": _avgmax}
 # How many values per channel each pooling gives.
 POOL_WIDTH = {"avg": 1, "max": 1, "avgmax": 2}
+# The captioner's poolings: `POOLS`, and "projmax", which projects each position's features
+# to the embedding first (the projection is linear: a 1 x 1 convolution) and then takes each
+# component's maximum over positions. A component then says what is at one place - a colour
+# and a shape together - where max pooling each channel on its own can take a colour from one
+# object and a shape from another; and a word's Grad-CAM map is the projected features'
+# contribution at each place, since the projection is applied there.
+PROJECTED_MAX = "projmax"
+IMAGE_POOLS = (*POOLS, PROJECTED_MAX)
 # What follows the projection of the pooled features. "batchnorm" is the tutorial encoder's
 # BatchNorm1d(momentum=0.01); "none" is the paper's plain projection.
 IMAGE_NORMS = ("none", "batchnorm")
@@ -91,7 +99,7 @@ class ShowAndTellConfig(CheckpointConfig):
     image_size: int = setting(POSITIVE_INT)
     dropout: float = setting(FRACTION)
     vocab_size: int = setting(POSITIVE_INT)
-    pool: str = setting(one_of(*POOLS), "avg")
+    pool: str = setting(one_of(*IMAGE_POOLS), "avg")
     image_norm: str = setting(one_of(*IMAGE_NORMS), "none")
     lstm_layers: int = setting(POSITIVE_INT, 1)
     image_input: str = setting(one_of(*IMAGE_INPUTS), "first")
@@ -100,10 +108,10 @@ class ShowAndTellConfig(CheckpointConfig):
 class ShowAndTell(CaptionerBase):
     """The Show-and-Tell captioner over any :func:`build_backbone` backbone.
 
-    `pool` ("avg", "max" or "avgmax", see `POOLS`) pools the last conv map; ``image_norm="batchnorm"`` adds the
-    tutorial's BatchNorm1d after the projection (in train mode it needs batches of two or
-    more images); `lstm_layers` stacks LSTMs, as the tutorial's ``num_layers`` does;
-    `image_input` ("first" or "every", see `IMAGE_INPUTS`) says where the image enters.
+    `pool` ("avg", "max", "avgmax" or "projmax", see `POOLS` and `IMAGE_POOLS`) pools the last
+    conv map; ``image_norm="batchnorm"`` adds the tutorial's BatchNorm1d after the projection
+    (in train mode it needs batches of two or more images); `lstm_layers` stacks LSTMs, as the
+    tutorial's ``num_layers`` does; `image_input` ("first" or "every", see `IMAGE_INPUTS`) says where the image enters.
     """
 
     kind = KIND
@@ -132,8 +140,8 @@ class ShowAndTell(CaptionerBase):
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+        if pool not in IMAGE_POOLS:
+            raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
         if image_norm not in IMAGE_NORMS:
             raise ValueError(f"image_norm must be one of {list(IMAGE_NORMS)}, got {image_norm!r}")
         if image_input not in IMAGE_INPUTS:
@@ -146,7 +154,7 @@ class ShowAndTell(CaptionerBase):
         self.mean = self.encoder.mean
         self.std = self.encoder.std
         self.default_layer = "encoder." + self.encoder.gradcam_layer
-        self.image_embed = nn.Linear(POOL_WIDTH[pool] * self.encoder.out_channels, embed_dim)
+        self.image_embed = nn.Linear(POOL_WIDTH.get(pool, 1) * self.encoder.out_channels, embed_dim)
         # nn.Identity has no state, so checkpoints saved before image_norm existed still load.
         self.image_norm: nn.Module = (
             nn.BatchNorm1d(embed_dim, momentum=0.01) if image_norm == "batchnorm" else nn.Identity()
@@ -179,8 +187,12 @@ class ShowAndTell(CaptionerBase):
         return conv_map
 
     def image_vector(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the LSTM's input at t = 0, [B, E]: the pooled, projected (and normalised) map."""
-        vector: torch.Tensor = self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
+        """Return the LSTM's image input [B, E]: the pooled, projected (and normalised) map."""
+        if self.pool == PROJECTED_MAX:
+            projected = self.image_embed(conv_map.flatten(2).transpose(1, 2))  # [B, h*w, E]
+            vector: torch.Tensor = self.image_norm(projected.amax(dim=1))
+        else:
+            vector = self.image_norm(self.image_embed(POOLS[self.pool](conv_map)))
         return vector
 
     def decode(self, conv_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,11 @@ The question goes through a tanh word embedding and a two-layer LSTM; the last h
 cell states of both layers, concatenated, are projected (linear + tanh) to a common size.
 The image's globally pooled last-conv features (average pooling as in the paper, or max
 pooling, see :data:`vlcam.adapters.show_and_tell.POOLS`) are L2-normalised and projected the
-same way. The two vectors are multiplied elementwise and an MLP (two tanh hidden layers) scores
-the answers. Grad-CAM explains the CNN's last conv block (`default_layer`).
+same way; with ``pool="projmax"`` each position's features are L2-normalised and projected,
+and each component keeps its maximum over positions (see
+:data:`vlcam.adapters.show_and_tell.IMAGE_POOLS`). The two vectors are multiplied
+elementwise and an MLP (two tanh hidden layers) scores the answers. Grad-CAM explains the
+CNN's last conv block (`default_layer`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from vlcam.adapters.backbones import build_backbone
-from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS
+from vlcam.adapters.show_and_tell import IMAGE_POOLS, POOL_WIDTH, POOLS, PROJECTED_MAX
 from vlcam.adapters.vqa_base import (
     VQAConfig,
     VQAModel,
@@ -44,7 +47,7 @@ class VQALSTMCNNConfig(VQAConfig):
     hidden_dim: int = setting(POSITIVE_INT)
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
-    pool: str = setting(one_of(*POOLS), "avg")
+    pool: str = setting(one_of(*IMAGE_POOLS), "avg")
 
 
 class VQALSTMCNN(VQAModel):
@@ -70,15 +73,15 @@ class VQALSTMCNN(VQAModel):
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+        if pool not in IMAGE_POOLS:
+            raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
         self.question_proj = nn.Linear(4 * hidden_dim, common_dim)
-        self.image_proj = nn.Linear(POOL_WIDTH[pool] * self.cnn.out_channels, common_dim)
+        self.image_proj = nn.Linear(POOL_WIDTH.get(pool, 1) * self.cnn.out_channels, common_dim)
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(common_dim, mlp_dim), nn.Tanh(),
             nn.Dropout(dropout), nn.Linear(mlp_dim, mlp_dim), nn.Tanh(),
@@ -92,11 +95,19 @@ class VQALSTMCNN(VQAModel):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
-        return self.project_pooled(self.pooled_features(images))
+        return self.image_vectors(self.cnn(images))
+
+    def image_vectors(self, conv_map: torch.Tensor) -> torch.Tensor:
+        """Return the image vectors [B, common_dim] of the CNN's last conv map [B, C, h, w]."""
+        if self.pool == PROJECTED_MAX:
+            positions = F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)  # [B, h*w, C]
+            return torch.tanh(self.image_proj(positions).amax(dim=1))
+        return self.project_pooled(POOLS[self.pool](conv_map))
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch."""
-        pooled: torch.Tensor = POOLS[self.pool](self.cnn(images))
+        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch
+        (max pooling for "projmax", which pools after its projection)."""
+        pooled: torch.Tensor = POOLS["max" if self.pool == PROJECTED_MAX else self.pool](self.cnn(images))
         return pooled
 
     def project_pooled(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,8 @@ REQUIRED = {
 }
 OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1, "image_input": "first"},
             "vqa_lstm_cnn": {"pool": "avg"}, "hiecoatt": {}}
-CHOICES = {"pool": ("avg", "max", "avgmax"), "image_norm": ("none", "batchnorm"), "image_input": ("first", "every")}
+CHOICES = {"pool": ("avg", "max", "avgmax", "projmax"), "image_norm": ("none", "batchnorm"),
+           "image_input": ("first", "every")}
 FILES = {kind: ["config.json", "vocab.json", "model.safetensors"] + (["answers.json"] if kind != "show_and_tell"
                                                                      else []) for kind in KINDS}
 # The shipped captioner at 128 x 128 runs several times faster on one thread than on two

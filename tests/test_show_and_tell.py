@@ -350,3 +350,59 @@ def test_max_pooling_is_kept_in_the_checkpoint_and_reads_only_the_maxima(tmp_pat
         assert not torch.allclose(avg.decode(lowered, tokens), avg.decode(conv, tokens))
     with pytest.raises(ValueError, match="pool must be one of"):
         ShowAndTell(vocab, pool="sum")
+
+
+@pytest.mark.parametrize(("name", "offset"), [("compact_deep", -3.5), ("compact_aligned", 0.0)])
+def test_compact_aligned_centres_each_map_cell_where_upsampling_draws_it(name, offset) -> None:
+    # With every weight 1, a cell's input gradient is its receptive field's weighting, whose
+    # centre of mass is where the cell looks. Bilinear upsampling (align_corners=False) of
+    # the 16 x 16 map at 128^2 draws cell j at pixel 8j + 3.5.
+    backbone = build_backbone(name).eval()
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.constant_(module.weight, 1.0)
+    x = torch.ones(1, 3, 128, 128, requires_grad=True)
+    cell = 7
+    backbone(x)[0, :, cell, cell].sum().backward()
+    weight = x.grad[0].abs().sum(0)
+    rows = torch.arange(128.0)
+    centre = (float((weight.sum(1) * rows).sum() / weight.sum()), float((weight.sum(0) * rows).sum() / weight.sum()))
+    drawn = 8 * cell + 3.5
+    assert centre == pytest.approx((drawn + offset, drawn + offset), abs=1e-3)
+
+
+def test_projected_max_projects_each_position_then_keeps_each_components_maximum(tmp_path) -> None:
+    from vlcam import WordLogProb, grad_cam
+
+    vocab = Vocabulary.from_captions(CAPTIONS, min_count=1)
+    torch.manual_seed(0)
+    model = ShowAndTell(vocab, "compact", embed_dim=8, hidden_dim=8, image_size=32, pool="projmax",
+                        image_input="every").eval()
+    x, tokens = _images(2), model.encode_captions(CAPTIONS[:2])
+    with torch.no_grad():
+        conv = model.encode(x)
+        by_hand = torch.einsum("bchw,ec->behw", conv, model.image_embed.weight).amax(dim=(2, 3)) \
+            + model.image_embed.bias
+        torch.testing.assert_close(model.image_vector(conv), by_hand)
+    loaded = ShowAndTell.load(model.save(tmp_path / "ckpt"))
+    assert loaded.config["pool"] == "projmax"
+    torch.testing.assert_close(loaded(x, tokens), model(x, tokens), rtol=0, atol=0)
+
+    # A word's Grad-CAM map is, at each place, the projected features' contribution there:
+    # relu(sum_e g_e (W a(x))_e) / (h w), g = d score / d image vector (bias-free projection).
+    class Scores(nn.Module):
+        def __init__(self, captioner: ShowAndTell) -> None:
+            super().__init__()
+            self.captioner = captioner
+
+        def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            return self.captioner.word_logprobs(images, tokens)
+
+    maps = grad_cam(Scores(model), (x, tokens), WordLogProb(1), "captioner." + model.default_layer, upsample=False)
+    conv = model.encode(x).detach()
+    vector = model.image_vector(conv).detach().requires_grad_(True)
+    score = token_logprobs_from_logits(model.vector_logits(vector, tokens), tokens)[:, 1].sum()
+    (g,) = torch.autograd.grad(score, vector)
+    projected = torch.einsum("bchw,ec->behw", conv, model.image_embed.weight)
+    expected = torch.relu((g[:, :, None, None] * projected).sum(1)) / (conv.shape[2] * conv.shape[3])
+    torch.testing.assert_close(maps, expected, atol=1e-6, rtol=1e-5)

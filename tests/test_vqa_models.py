@@ -112,6 +112,23 @@ def test_lstm_cnn_fuses_pooled_normalised_image_and_both_lstm_layers_states() ->
     assert m.default_layer == "cnn.body.block5"
 
 
+def test_lstm_cnn_projected_max_normalises_and_projects_each_position_then_keeps_the_maximum(
+        tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, pool="projmax", **LSTM_OPTIONS).eval()
+    x, q = _images(2), m.encode_questions(["what color is the ball?", "is there a star?"])
+    with torch.no_grad():
+        conv = m.cnn(x)
+        unit = conv / conv.norm(dim=1, keepdim=True)
+        projected = torch.einsum("bchw,ec->behw", unit, m.image_proj.weight) + m.image_proj.bias[:, None, None]
+        image = torch.tanh(projected.amax(dim=(2, 3)))
+        torch.testing.assert_close(m.encode_images(x), image)
+        torch.testing.assert_close(m(x, q), m.answer_logits(image, q))
+    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
+    assert loaded.config["pool"] == "projmax"
+    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
+
+
 def _coattention_by_the_paper(att: ParallelCoAttention, Q: torch.Tensor, V: torch.Tensor) -> tuple:
     """One item, columns as in Lu et al.: Q is d x T, V is d x N."""
     W_b, W_v, W_q = att.w_b.weight, att.w_v.weight, att.w_q.weight

@@ -34,14 +34,18 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--embed-dim", type=int, default=default["embed_dim"])
     c.add_argument("--hidden-dim", type=int, default=default["hidden_dim"])
     c.add_argument("--dropout", type=float, default=default["dropout"])
-    c.add_argument("--pool", choices=["avg", "max", "avgmax"], default=default["pool"],
-                   help=f"global pooling of the conv map (default {default['pool']})")
+    c.add_argument("--pool", choices=["avg", "max", "avgmax", "projmax"], default=default["pool"],
+                   help="global pooling of the conv map; projmax projects each position, then takes the "
+                        f"max (default {default['pool']})")
     c.add_argument("--image-input", choices=["first", "every"], default=default["image_input"],
                    help="the image enters the LSTM before the first word (Show and Tell) or beside "
                         f"every word (default {default['image_input']})")
     c.add_argument("--concept-weight", type=float, default=default["concept_weight"],
                    help="weight of the auxiliary loss that predicts the captions' words and word pairs "
                         "from the pooled image features (0: off)")
+    c.add_argument("--concept-pool", choices=["pooled", "spatial"], default=default["concept_pool"],
+                   help="the concept heads read the pooled features, or score each position and keep "
+                        f"the best (default {default['concept_pool']})")
     c.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no mirroring (with left/right swapped in the captions) and no shifts")
     c.add_argument("--epochs", type=int, default=default["epochs"], help="at most this many epochs")
@@ -86,6 +90,9 @@ def add_commands(sub: Any) -> None:
     v.add_argument("--concept-weight", type=float, default=vqa_default["concept_weight"],
                    help="lstm-cnn: weight of the auxiliary loss that predicts each question's answer and "
                         "(question word, answer) pairs from the pooled image features (0: off)")
+    v.add_argument("--concept-pool", choices=["pooled", "spatial"], default=vqa_default["concept_pool"],
+                   help="lstm-cnn: the concept heads read the pooled features, or score each position and "
+                        f"keep the best (default {vqa_default['concept_pool']})")
     v.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no mirroring (with left/right swapped in the questions) and no shifts")
     v.add_argument("--epochs", type=int, default=vqa_default["epochs"], help="at most this many epochs")
@@ -168,7 +175,8 @@ def _captioner(args: argparse.Namespace) -> int:
         args.captions, args.images, args.out,
         backbone=args.backbone, pretrained=args.pretrained, image_size=args.image_size,
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
-        image_input=args.image_input, concept_weight=args.concept_weight, augment=args.augment,
+        image_input=args.image_input, concept_weight=args.concept_weight, concept_pool=args.concept_pool,
+        augment=args.augment,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=_device(args),
         val_captions=args.val_captions, instances=args.instances, min_count=args.min_count,
         num_workers=args.num_workers, limit=args.limit, seed=args.seed, progress=not args.no_progress,
@@ -185,7 +193,7 @@ def _vqa(args: argparse.Namespace) -> int:
         model=args.model, backbone=args.backbone, pretrained=args.pretrained,
         image_pattern=args.image_pattern, image_size=args.image_size, top_k=args.top_k,
         min_count=args.min_count, model_options=options, concept_weight=args.concept_weight,
-        augment=args.augment, epochs=args.epochs,
+        concept_pool=args.concept_pool, augment=args.augment, epochs=args.epochs,
         patience=args.patience,
         batch_size=args.batch_size, lr=args.lr, device=_device(args),
         val_questions=args.val_questions, val_annotations=args.val_annotations, instances=args.instances,

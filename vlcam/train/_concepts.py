@@ -39,6 +39,24 @@ from torch import nn
 from vlcam.text import END, PAD, START, UNK
 
 _SPECIAL = torch.tensor([PAD, START, END, UNK])
+# Where the concept and category heads read the image. "pooled": a linear head over the
+# globally pooled features; "spatial": the head scores every position of the conv map and an
+# image's score is its best position's (multiple-instance learning, as in Oquab et al., CVPR
+# 2015, "Is object localization for free?"). A label such as "red ball" must then be found at
+# one place, which teaches features that bind a colour to its shape where the object is,
+# rather than a colour channel from one object and a shape channel from another.
+HEAD_POOLS = ("pooled", "spatial")
+
+
+def head_logits(head: nn.Module, conv_map: torch.Tensor, pooled: torch.Tensor | None, head_pool: str) -> torch.Tensor:
+    """Return a head's logits [B, K]: over `pooled` [B, F], or the best position of `conv_map` [B, C, h, w]."""
+    if head_pool == "spatial":
+        scores: torch.Tensor = head(conv_map.flatten(2).transpose(1, 2))  # [B, h*w, K]
+        return scores.amax(dim=1)
+    if head_pool != "pooled" or pooled is None:
+        raise ValueError(f"head_pool must be one of {list(HEAD_POOLS)}, got {head_pool!r}")
+    logits: torch.Tensor = head(pooled)
+    return logits
 
 
 def caption_codes(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -24,18 +24,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, ShowAndTell
+from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, PROJECTED_MAX, ShowAndTell
 from vlcam.data.coco import read_coco_file, read_coco_json
 from vlcam.image import preprocess
 from vlcam.text import PAD, Vocabulary, pad_sequences
 from vlcam.train._augment import augment_images, mirror_ids
 from vlcam.train._concepts import (
+    HEAD_POOLS,
     Categories,
     Concepts,
     caption_codes,
     category_loss,
     concept_loss,
     frequent_codes,
+    head_logits,
     sibling_instances,
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
@@ -118,6 +120,7 @@ def train_captioner(
     pool: str = "max",
     image_input: str = "every",
     concept_weight: float = 1.0,
+    concept_pool: str = "pooled",
     augment: bool = True,
     epochs: int = 20,
     patience: int = 6,
@@ -161,6 +164,8 @@ def train_captioner(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
         raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
+    if concept_pool not in HEAD_POOLS:
+        raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
     captions, images, out = Path(captions), Path(images), Path(out)
     val_source = _validation_source(captions, val_captions)
     instances_source = sibling_instances(captions, "captions_train.json", instances)
@@ -171,7 +176,8 @@ def train_captioner(
         "instances": str(instances_source.resolve()) if instances_source else None,
         "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout, "pool": pool,
-        "image_input": image_input, "concept_weight": concept_weight, "augment": augment, "patience": patience,
+        "image_input": image_input, "concept_weight": concept_weight, "concept_pool": concept_pool,
+        "augment": augment, "patience": patience,
         "batch_size": batch_size, "lr": lr, "min_count": min_count, "seed": seed, "limit": limit,
     }
     train_pairs = _read_pairs(captions, images, limit)
@@ -187,10 +193,11 @@ def train_captioner(
                         image_input=image_input).to(device)
     train_tokens = vocab.encode_many((p.caption for p in train_pairs), warn=False)
     codes = frequent_codes((caption_codes(torch.tensor([ids]), len(vocab)) for ids in train_tokens), min_count)
-    concepts = Concepts(codes, POOL_WIDTH[pool] * model.encoder.out_channels).to(device)
+    features = POOL_WIDTH.get(pool, 1) * model.encoder.out_channels if concept_pool == "pooled" \
+        else model.encoder.out_channels
+    concepts = Concepts(codes, features).to(device)
     categories = Categories(read_coco_file(instances_source, "instances", ("annotations",), "'annotations'")) \
         if instances_source else None
-    features = POOL_WIDTH[pool] * model.encoder.out_channels
     category_head = nn.Linear(features, len(categories)).to(device) if categories else None
     # The concept heads train (and resume) with the captioner but are not saved with it.
     trained = nn.ModuleDict({"captioner": model, "concepts": concepts,
@@ -222,7 +229,8 @@ def train_captioner(
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_pairs, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(model, (concepts, category_head, categories, concept_weight), optimizer, bar,
+        train_loss = _train_epoch(model, (concepts, category_head, categories, concept_weight, concept_pool),
+                                  optimizer, bar,
                                   device, epoch, mirror, shuffler)
         val_loss = _evaluate(model, val_loader, device)
         state["epoch"] = epoch
@@ -258,13 +266,13 @@ def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)
 
 
-_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float]
+_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float, str]
 
 
 def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.optim.Optimizer,
                  batches: tqdm, device: str, epoch: int, mirror: torch.Tensor | None,
                  generator: torch.Generator) -> float:
-    concepts, category_head, categories, concept_weight = setup
+    concepts, category_head, categories, concept_weight, concept_pool = setup
     model.train()
     concepts.train()
     total, count = 0.0, 0
@@ -279,11 +287,15 @@ def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.opti
         loss = words
         if concept_weight > 0:
             targets = concepts.targets(caption_codes(tokens, len(model.vocab)), owner, images.shape[0])
-            pooled = POOLS[model.pool](conv_map)
-            loss = loss + concept_weight * concept_loss(concepts(pooled), targets)
+            # A projected max has no pooled features of its own: its heads read the max-pooled map.
+            pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
+                if concept_pool == "pooled" else None
+            loss = loss + concept_weight * concept_loss(head_logits(concepts, conv_map, pooled, concept_pool),
+                                                        targets)
             if category_head is not None and categories is not None:
                 present = categories.targets(image_ids).to(device)
-                loss = loss + concept_weight * category_loss(category_head(pooled), present)
+                loss = loss + concept_weight * category_loss(
+                    head_logits(category_head, conv_map, pooled, concept_pool), present)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"

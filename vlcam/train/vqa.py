@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.protocol import AnswerModel
-from vlcam.adapters.show_and_tell import POOL_WIDTH
+from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, PROJECTED_MAX
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.data.coco import read_coco_file
@@ -51,12 +51,14 @@ from vlcam.image import preprocess
 from vlcam.text import Vocabulary, pad_sequences
 from vlcam.train._augment import MIRRORED_WORDS, augment_images, mirror_ids
 from vlcam.train._concepts import (
+    HEAD_POOLS,
     Categories,
     Concepts,
     answer_codes,
     category_loss,
     concept_loss,
     frequent_codes,
+    head_logits,
     sibling_instances,
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
@@ -137,6 +139,7 @@ def train_vqa(
     min_count: int = 1,
     model_options: Mapping[str, Any] | None = None,
     concept_weight: float = 1.0,
+    concept_pool: str = "pooled",
     augment: bool = True,
     epochs: int = 15,
     patience: int = 8,
@@ -194,6 +197,8 @@ def train_vqa(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
         raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
+    if concept_pool not in HEAD_POOLS:
+        raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
     backbone = DEFAULT_BACKBONES[model] if backbone is None else backbone
     options = {**DEFAULT_OPTIONS[model], **(model_options or {})}
     questions, annotations, images, out = Path(questions), Path(annotations), Path(images), Path(out)
@@ -206,7 +211,7 @@ def train_vqa(
         "instances": str(instances_source.resolve()) if instances_source else None,
         "model": model, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "top_k": top_k, "min_count": min_count, "model_options": options, "concept_weight": concept_weight,
-        "augment": augment,
+        "concept_pool": concept_pool, "augment": augment,
         "patience": patience, "batch_size": batch_size,
         "lr": lr, "seed": seed, "limit": limit,
     }
@@ -222,7 +227,7 @@ def train_vqa(
     net = MODELS[model](vocab, answers, backbone, pretrained=pretrained, image_size=image_size,
                         **options).to(device)
     answer_ids = _answer_ids(train_items, answers)
-    concepts = _concept_head(net, train_items, vocab, answer_ids) if concept_weight > 0 else None
+    concepts = _concept_head(net, train_items, vocab, answer_ids, concept_pool) if concept_weight > 0 else None
     categories = Categories(read_coco_file(instances_source, "instances", ("annotations",), "'annotations'")) \
         if instances_source and concepts else None
     category_head = nn.Linear(concepts.head.in_features, len(categories)).to(device) \
@@ -259,7 +264,7 @@ def train_vqa(
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
         train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler,
-                                  (concepts, concept_weight, answer_ids, category_head, categories))
+                                  (concepts, concept_weight, answer_ids, category_head, categories, concept_pool))
         accuracy = _accuracy(net, val_loader, val_items, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -409,14 +414,15 @@ def _answer_ids(items: Sequence[VQAItem], answers: Sequence[str]) -> torch.Tenso
 
 
 def _concept_head(model: VQAModel, items: Sequence[VQAItem], vocab: Vocabulary,
-                  answer_ids: torch.Tensor) -> Concepts | None:
+                  answer_ids: torch.Tensor, concept_pool: str) -> Concepts | None:
     """Return the concept head for `model` (None for a model without pooled features: hiecoatt)."""
     if not isinstance(model, VQALSTMCNN):
         return None
     tokens = vocab.encode_many((i.question for i in items), add_special=False, warn=False)
     codes = frequent_codes((answer_codes(torch.tensor([t]), answer_ids[n:n + 1], len(vocab))
                             for n, t in enumerate(tokens)), _CONCEPT_MIN_COUNT)
-    return Concepts(codes, POOL_WIDTH[model.pool] * model.cnn.out_channels)
+    width = POOL_WIDTH.get(model.pool, 1) if concept_pool == "pooled" else 1
+    return Concepts(codes, width * model.cnn.out_channels)
 
 
 def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
@@ -428,9 +434,9 @@ def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
 def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
                  device: str, epoch: int, mirror: _Mirror | None, generator: torch.Generator,
                  concept_setup: tuple[Concepts | None, float, torch.Tensor, nn.Linear | None,
-                                      Categories | None]) -> float:
+                                      Categories | None, str]) -> float:
     model.train()
-    concepts, concept_weight, all_answer_ids, category_head, categories = concept_setup
+    concepts, concept_weight, all_answer_ids, category_head, categories, concept_pool = concept_setup
     total, count = 0.0, 0
     for images, questions, owner, indices in batches:
         images, questions, owner = images.to(device), questions.to(device), owner.to(device)
@@ -442,15 +448,19 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
             mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
             answer_ids = torch.where(flipped & (answer_ids >= 0), mirrored_ids, answer_ids)
         if concepts is not None and isinstance(model, VQALSTMCNN):
-            pooled = model.pooled_features(images)
-            features = model.project_pooled(pooled)
+            conv_map = model.cnn(images)
+            features = model.image_vectors(conv_map)
+            pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
+                if concept_pool == "pooled" else None
             codes = answer_codes(questions, answer_ids, len(model.vocab))
-            extra = concept_weight * concept_loss(concepts(pooled), concepts.targets(codes, owner, images.shape[0]))
+            extra = concept_weight * concept_loss(head_logits(concepts, conv_map, pooled, concept_pool),
+                                                  concepts.targets(codes, owner, images.shape[0]))
             if category_head is not None and categories is not None:
                 image_ids = torch.zeros(images.shape[0], dtype=torch.long)
                 image_ids[owner.cpu()] = torch.tensor([items[i].image_id for i in indices.tolist()])
                 present = categories.targets(image_ids).to(device)
-                extra = extra + concept_weight * category_loss(category_head(pooled), present)
+                extra = extra + concept_weight * category_loss(
+                    head_logits(category_head, conv_map, pooled, concept_pool), present)
         else:
             features, extra = model.encode_images(images), torch.zeros((), device=images.device)
         logits = model.answer_logits(features[owner], questions)
