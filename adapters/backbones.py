@@ -37,7 +37,7 @@ _FAMILIES = (
     "torchvision resnet*/resnext*/wide_resnet*/regnet*/shufflenet*, vgg*, inception_v3, "
     "googlenet, and torchvision models with a .features trunk (alexnet, convnext*, densenet*, "
     "efficientnet*, mobilenet*, squeezenet*, mnasnet*); 'timm:<name>' for any timm CNN; "
-    "'compact', 'compact_replicate', 'compact_deep', 'compact_aligned', 'compact_framed' (small CNNs for the built-in world)"
+    "'compact', 'compact_replicate', 'compact_deep', 'compact_aligned' (small CNNs for the built-in world)"
 )
 
 
@@ -51,11 +51,6 @@ class _CompactLayout:
     # of them a cell of the map sits 3.5 px up and left of where its map value is drawn. A
     # 4 x 4 kernel with padding 1 centres it on 2j + 0.5, where it is drawn.
     down_kernel: int = 3
-    # Input pixels mirrored onto each side before the first block (a multiple of the total
-    # stride 8); the map is cropped back to the cells over the image. Cells at the image's
-    # border then compute on mirrored image, as interior cells do, instead of on padding
-    # (see COMPACT_LAYOUTS).
-    frame: int = 0
 
 
 # Small CNNs for the built-in world, all of total stride 8 (a 16 x 16 map at 128^2, fine
@@ -70,22 +65,7 @@ COMPACT_LAYOUTS = {
     "compact_replicate": _CompactLayout((32, 64, 128, 192, 256), (2, 2, 2, 1, 1), "replicate"),
     "compact_deep": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate"),
     "compact_aligned": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate", 4),
-    "compact_framed": _CompactLayout((32, 32, 64, 64, 128, 192, 256), (2, 1, 2, 1, 2, 1, 1), "replicate", 4, 16),
 }
-# The total stride of every compact layout.
-_COMPACT_STRIDE = 8
-
-
-class _CropCells(nn.Module):
-    """Drop `cells` cells of a map on each side: the cells over a frame added to the input."""
-
-    def __init__(self, cells: int) -> None:
-        super().__init__()
-        self.cells = cells
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.cells
-        return x[..., c:x.shape[-2] - c, c:x.shape[-1] - c]
 
 
 class Backbone(nn.Module):
@@ -153,8 +133,6 @@ def build_backbone(name: str, *, pretrained: bool = False) -> Backbone:
 def _compact(name: str) -> Backbone:
     layout = COMPACT_LAYOUTS[name]
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    if layout.frame:
-        blocks["frame"] = nn.ReflectionPad2d(layout.frame)
     c_in = 3
     for i, (width, stride) in enumerate(zip(layout.widths, layout.strides), start=1):
         kernel = layout.down_kernel if stride == 2 else 3
@@ -164,11 +142,8 @@ def _compact(name: str) -> Backbone:
             nn.ReLU(),
         )
         c_in = width
-    last = f"block{len(layout.widths)}"
-    if layout.frame:
-        blocks["crop"] = _CropCells(layout.frame // _COMPACT_STRIDE)
-        last = "crop"
-    return Backbone(name, nn.Sequential(blocks), out_channels=c_in, gradcam_layer=f"body.{last}")
+    return Backbone(name, nn.Sequential(blocks), out_channels=c_in,
+                    gradcam_layer=f"body.block{len(layout.widths)}")
 
 
 def _torchvision(name: str, pretrained: bool) -> Backbone:

@@ -352,7 +352,7 @@ def test_max_pooling_is_kept_in_the_checkpoint_and_reads_only_the_maxima(tmp_pat
         ShowAndTell(vocab, pool="sum")
 
 
-@pytest.mark.parametrize(("name", "offset"), [("compact_deep", -3.5), ("compact_aligned", 0.0), ("compact_framed", 0.0)])
+@pytest.mark.parametrize(("name", "offset"), [("compact_deep", -3.5), ("compact_aligned", 0.0)])
 def test_compact_aligned_centres_each_map_cell_where_upsampling_draws_it(name, offset) -> None:
     # With every weight 1, a cell's input gradient is its receptive field's weighting, whose
     # centre of mass is where the cell looks. Bilinear upsampling (align_corners=False) of
