@@ -13,6 +13,7 @@ from vlcam.text import Vocabulary
 from vlcam.train._augment import MAX_SHIFT_FRACTION, augment_images, mirror_ids
 from vlcam.train._concepts import Concepts, answer_codes, caption_codes, frequent_codes
 from vlcam.train._runstate import plateau_lr
+from vlcam.train._spread import spread_loss
 from vlcam.train.vqa import _Mirror
 
 
@@ -127,3 +128,19 @@ def test_the_instances_beside_a_training_file_are_found_and_others_are_not_guess
         tmp_path / "instances_train.json"
     assert sibling_instances(tmp_path / "my_captions.json", "captions_train.json", None) is None
     assert sibling_instances(tmp_path / "my_captions.json", "captions_train.json", "x.json") == Path("x.json")
+
+
+def test_the_spread_loss_is_a_features_mean_over_its_peak_whatever_its_scale() -> None:
+    one_place = torch.zeros(2, 3, 4, 4)
+    one_place[:, :, 1, 2] = 5.0
+    everywhere = torch.full((2, 3, 4, 4), 0.7)
+    half = torch.zeros(1, 1, 4, 4)
+    half[..., :2, :] = 2.0
+    assert abs(spread_loss(one_place).item() - 1 / 16) < 1e-6
+    assert abs(spread_loss(everywhere).item() - 1.0) < 1e-5
+    assert abs(spread_loss(half).item() - 0.5) < 1e-6
+    assert abs(spread_loss(half * 100).item() - spread_loss(half).item()) < 1e-6
+    # Its gradient lowers the feature away from its peak and raises the peak.
+    x = (half + 0.5).requires_grad_(True)
+    spread_loss(x).backward()
+    assert x.grad is not None and float(x.grad[0, 0, 3, 0]) > 0 > float(x.grad[0, 0, 0, 0].sum())

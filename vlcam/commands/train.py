@@ -46,6 +46,9 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--concept-pool", choices=["pooled", "spatial"], default=default["concept_pool"],
                    help="the concept heads read the pooled features, or score each position and keep "
                         f"the best (default {default['concept_pool']})")
+    c.add_argument("--spread-weight", type=float, default=default["spread_weight"],
+                   help="weight of the auxiliary loss that keeps each conv feature firing where it "
+                        "peaks rather than all over the image (0: off)")
     c.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no mirroring (with left/right swapped in the captions) and no shifts")
     c.add_argument("--epochs", type=int, default=default["epochs"], help="at most this many epochs")
@@ -176,7 +179,7 @@ def _captioner(args: argparse.Namespace) -> int:
         backbone=args.backbone, pretrained=args.pretrained, image_size=args.image_size,
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=args.pool,
         image_input=args.image_input, concept_weight=args.concept_weight, concept_pool=args.concept_pool,
-        augment=args.augment,
+        spread_weight=args.spread_weight, augment=args.augment,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=_device(args),
         val_captions=args.val_captions, instances=args.instances, min_count=args.min_count,
         num_workers=args.num_workers, limit=args.limit, seed=args.seed, progress=not args.no_progress,

@@ -41,6 +41,7 @@ from vlcam.train._concepts import (
     sibling_instances,
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
+from vlcam.train._spread import spread_loss
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
 _MAX_GRAD_NORM = 5.0
@@ -121,6 +122,7 @@ def train_captioner(
     image_input: str = "every",
     concept_weight: float = 1.0,
     concept_pool: str = "pooled",
+    spread_weight: float = 0.0,
     augment: bool = True,
     epochs: int = 20,
     patience: int = 6,
@@ -166,6 +168,8 @@ def train_captioner(
         raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
     if concept_pool not in HEAD_POOLS:
         raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
+    if not (isinstance(spread_weight, (int, float)) and 0 <= spread_weight < float("inf")):
+        raise ValueError(f"spread_weight must be a number >= 0 (0: no spread loss), got {spread_weight!r}")
     captions, images, out = Path(captions), Path(images), Path(out)
     val_source = _validation_source(captions, val_captions)
     instances_source = sibling_instances(captions, "captions_train.json", instances)
@@ -177,6 +181,7 @@ def train_captioner(
         "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout, "pool": pool,
         "image_input": image_input, "concept_weight": concept_weight, "concept_pool": concept_pool,
+        **({"spread_weight": spread_weight} if spread_weight else {}),
         "augment": augment, "patience": patience,
         "batch_size": batch_size, "lr": lr, "min_count": min_count, "seed": seed, "limit": limit,
     }
@@ -229,9 +234,8 @@ def train_captioner(
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_pairs, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(model, (concepts, category_head, categories, concept_weight, concept_pool),
-                                  optimizer, bar,
-                                  device, epoch, mirror, shuffler)
+        setup = (concepts, category_head, categories, concept_weight, concept_pool, spread_weight)
+        train_loss = _train_epoch(model, setup, optimizer, bar, device, epoch, mirror, shuffler)
         val_loss = _evaluate(model, val_loader, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -266,13 +270,13 @@ def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)
 
 
-_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float, str]
+_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float, str, float]
 
 
 def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.optim.Optimizer,
                  batches: tqdm, device: str, epoch: int, mirror: torch.Tensor | None,
                  generator: torch.Generator) -> float:
-    concepts, category_head, categories, concept_weight, concept_pool = setup
+    concepts, category_head, categories, concept_weight, concept_pool, spread_weight = setup
     model.train()
     concepts.train()
     total, count = 0.0, 0
@@ -296,6 +300,8 @@ def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.opti
                 present = categories.targets(image_ids).to(device)
                 loss = loss + concept_weight * category_loss(
                     head_logits(category_head, conv_map, pooled, concept_pool), present)
+        if spread_weight > 0:
+            loss = loss + spread_weight * spread_loss(conv_map)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {loss.item()} in epoch {epoch}; lower the learning rate"
