@@ -153,6 +153,7 @@ def test_the_script_trains_a_loadable_checkpoint(world: Path, tmp_path: Path) ->
     ({"concept_weight": float("nan")}, "concept_weight must be a number >= 0"),
     ({"image_input": "sideways"}, "image_input must be one of \\['first', 'every'\\], got 'sideways'"),
     ({"pool": "median"}, "pool must be one of"),
+    ({"spread_weight": -0.5}, "spread_weight must be a number >= 0"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(world: Path, tmp_path: Path, setting: dict,
                                                               message: str) -> None:
@@ -160,3 +161,20 @@ def test_bad_settings_are_refused_before_anything_is_written(world: Path, tmp_pa
         train_captioner(world / "captions_train.json", world / "images", tmp_path / "run", epochs=1,
                         **{**FAST, "limit": 4, **setting})
     assert not (tmp_path / "run").exists()
+
+
+def test_the_spread_loss_makes_the_features_fire_in_fewer_places(world: Path, tmp_path: Path) -> None:
+    from vlcam.loading import load
+    from vlcam.train._spread import spread_loss
+
+    args = (world / "captions_train.json", world / "images")
+    kwargs = dict(FAST, epochs=2, limit=24)
+    train_captioner(*args, tmp_path / "plain", **kwargs)
+    train_captioner(*args, tmp_path / "spread", spread_weight=5.0, **kwargs)
+    paths = sorted({path for path, _ in _pairs(world, "val")})[:8]
+    spreads = {}
+    for name in ("plain", "spread"):
+        model = load(tmp_path / name).eval()
+        with torch.no_grad():
+            spreads[name] = float(spread_loss(model.encode(model.preprocess(paths))))
+    assert spreads["spread"] < 0.8 * spreads["plain"], spreads
