@@ -3,10 +3,10 @@
     python benchmarks/border_peaks_check.py CHECKPOINT WORLD_DIR SCENES
 
 Prints, over the reference captions of the first SCENES held-out scenes, the word maps whose
-peak lies within 4 px of the border (word, caption, peak, the map's maximum, its maximum on
-the word's object) and how many maps are all zero; then, per scene, each conv feature's mean
-activation over the map divided by its peak, averaged over features (0: fires at one place,
-1: everywhere; `vlcam.train._spread.spread_loss`).
+peak lies within `vlcam.eval.pointing.BORDER_PX` (4 px) of the border (word, caption, peak,
+the map's maximum, its maximum on the word's object) and how many maps are all zero; then,
+per scene, each conv feature's mean activation over the map divided by its peak, averaged
+over features (0: fires at one place, 1: everywhere; `vlcam.train._spread.spread_loss`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import torch
 
 from vlcam.data.coco import category_masks, load_coco
 from vlcam.data.wordmap import WordMap
+from vlcam.eval.pointing import border_fields
 from vlcam.explain.caption import caption_words, explain_caption
 from vlcam.image import to_pil
 from vlcam.loading import load
 from vlcam.train._spread import spread_loss
-
-_BAND = 4
 
 
 def main() -> None:
@@ -45,15 +44,14 @@ def main() -> None:
             if not present:
                 continue
             explanation = explain_caption(model, path, ann["caption"], words=[m.head for m in present])
-            for match, (r, c), heat in zip(present, explanation.word_peaks(), explanation.word_maps):
-                h, w = heat.shape
+            for match, peak, heat in zip(present, explanation.word_peaks(), explanation.word_maps):
+                mask, top = masks[match.category_id], float(heat.max())
                 counts["maps"] += 1
-                counts["all zero"] += float(heat.max()) <= 0
-                if r < _BAND or c < _BAND or r >= h - _BAND or c >= w - _BAND:
+                counts["all zero"] += top <= 0
+                if border_fields(mask, peak)["peak_at_border"]:
                     counts["border"] += 1
-                    on_object = float(heat.numpy()[masks[match.category_id]].max())
-                    print(f"{words[match.head]!r} in {ann['caption']!r}: peak {(r, c)}, "
-                          f"map max {float(heat.max()):.2e}, max on the object {on_object:.2e}")
+                    print(f"{words[match.head]!r} in {ann['caption']!r}: peak {peak}, "
+                          f"map max {top:.2e}, max on the object {float(heat.numpy()[mask].max()):.2e}")
     print(dict(counts))
     print(f"feature spread (mean / peak), mean over {len(spreads)} scenes: {sum(spreads) / len(spreads):.3f}")
 

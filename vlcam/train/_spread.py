@@ -4,12 +4,12 @@ Under max pooling a feature's value counts only where it peaks, so the caption l
 activation everywhere else free, and a feature that fires on a whole textured background costs
 nothing. Grad-CAM (Eq. 1-2) weighs each feature by its mean gradient and then draws the
 feature's whole map: a feature that peaks on the object but also fires on the background
-paints the background too, and a word whose log-probability gains from suppressing other
-words (the softmax's competitors) gets a map that lights the background and stays dark on the
-object. `spread_loss` is each feature's mean activation over positions divided by its peak,
-averaged over features and images: 0 for a feature that fires at one place, 1 for one that
-fires equally everywhere. It does not change with the features' scale, so the model cannot
-meet it by shrinking them, only by firing where it looks.
+paints the background too, and a word's map can light the background and stay dark on the
+object (benchmarks/RESULTS.md, the 6-epoch ablation). `spread_loss` is each feature's mean
+activation over positions divided by its peak, averaged over features and images: 0 for a
+feature that fires at one place, 1 for one that fires equally everywhere. It does not change
+with the features' scale, so the model cannot meet it by shrinking them, only by firing where
+it looks.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from vlcam.train._concepts import (
     sibling_instances,
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
+from vlcam.train._settings import check_positive, check_weight
 from vlcam.train._spread import spread_loss
 
 # LSTMs occasionally take huge gradient steps early on; clipping the norm is the usual cure.
@@ -158,18 +159,16 @@ def train_captioner(
     settings, training resumes after its last completed epoch (and trains nothing if it
     has finished); on the CPU the result equals an uninterrupted run bit for bit.
     """
-    _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, min_count=min_count,
+    check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, min_count=min_count,
                     patience=patience)
     if limit is not None:
-        _check_positive(limit=limit)
+        check_positive(limit=limit)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
-        raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
+    check_weight("concept_weight", concept_weight, "no concept loss")
     if concept_pool not in HEAD_POOLS:
         raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
-    if not (isinstance(spread_weight, (int, float)) and 0 <= spread_weight < float("inf")):
-        raise ValueError(f"spread_weight must be a number >= 0 (0: no spread loss), got {spread_weight!r}")
+    check_weight("spread_weight", spread_weight, "no spread loss")
     captions, images, out = Path(captions), Path(images), Path(out)
     val_source = _validation_source(captions, val_captions)
     instances_source = sibling_instances(captions, "captions_train.json", instances)
@@ -270,10 +269,10 @@ def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD)
 
 
-_ConceptSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float, str, float]
+_LossSetup = tuple[Concepts, "nn.Linear | None", "Categories | None", float, str, float]
 
 
-def _train_epoch(model: ShowAndTell, setup: _ConceptSetup, optimizer: torch.optim.Optimizer,
+def _train_epoch(model: ShowAndTell, setup: _LossSetup, optimizer: torch.optim.Optimizer,
                  batches: tqdm, device: str, epoch: int, mirror: torch.Tensor | None,
                  generator: torch.Generator) -> float:
     concepts, category_head, categories, concept_weight, concept_pool, spread_weight = setup
@@ -371,8 +370,3 @@ def _hold_out(pairs: list[_Pair], seed: int, captions: Path) -> tuple[list[_Pair
     held = {images[i] for i in np.random.default_rng(seed).permutation(len(images))[:count]}
     return [p for p in pairs if str(p.image) not in held], [p for p in pairs if str(p.image) in held]
 
-
-def _check_positive(**values: Any) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")

@@ -62,6 +62,7 @@ from vlcam.train._concepts import (
     sibling_instances,
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
+from vlcam.train._settings import check_positive, check_weight
 
 # The constructors differ past (vocab, answers, backbone); train_vqa passes the rest by keyword.
 MODELS: dict[str, Callable[..., VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
@@ -189,14 +190,13 @@ def train_vqa(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
-    _check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, top_k=top_k,
+    check_positive(epochs=epochs, batch_size=batch_size, image_size=image_size, top_k=top_k,
                     min_count=min_count, patience=patience)
     if limit is not None:
-        _check_positive(limit=limit)
+        check_positive(limit=limit)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not (isinstance(concept_weight, (int, float)) and 0 <= concept_weight < float("inf")):
-        raise ValueError(f"concept_weight must be a number >= 0 (0: no concept loss), got {concept_weight!r}")
+    check_weight("concept_weight", concept_weight, "no concept loss")
     if concept_pool not in HEAD_POOLS:
         raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
     backbone = DEFAULT_BACKBONES[model] if backbone is None else backbone
@@ -508,11 +508,6 @@ def _hold_out(items: list[VQAItem], seed: int, questions: Path) -> tuple[list[VQ
     held = {image_ids[k] for k in np.random.default_rng(seed).permutation(len(image_ids))[:count]}
     return [i for i in items if i.image_id not in held], [i for i in items if i.image_id in held]
 
-
-def _check_positive(**values: Any) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
 
 
 __all__ = ["VQADataset", "evaluate_vqa", "question_vocabulary", "soft_target_loss", "soft_targets", "train_vqa"]
