@@ -247,6 +247,31 @@ def test_the_same_data_seed_and_machine_give_the_same_checkpoint_bit_for_bit(wor
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize(("name", "options"), [("lstm-cnn", LSTM_OPTIONS), ("hiecoatt", HIE_OPTIONS)])
+def test_the_spread_loss_makes_the_features_fire_in_fewer_places(world: Path, tmp_path: Path, name: str,
+                                                                 options: dict) -> None:
+    from vlcam.train._spread import spread_loss
+
+    args = dict(model=name, model_options=options, limit=24, epochs=4, **{**FAST, "batch_size": 4, "lr": 1e-2})
+    train_vqa(*_files(world), tmp_path / "plain", **args)
+    train_vqa(*_files(world), tmp_path / "spread", spread_weight=5.0, **args)
+    val = read_vqa(world / "vqa_questions_val.json", world / "vqa_annotations_val.json", world / "images",
+                   image_pattern=PATTERN)
+    paths = sorted({item.image for item in val})[:8]
+    spreads = {}
+    for run in ("plain", "spread"):
+        model = vlcam.load(tmp_path / run).eval()
+        with torch.no_grad():
+            spreads[run] = float(spread_loss(model.cnn(model.preprocess(paths))))
+    assert spreads["spread"] < 0.8 * spreads["plain"], spreads
+
+
+def test_a_negative_spread_weight_is_refused_before_anything_is_written(world: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="spread_weight must be a number >= 0.*-0.5"):
+        train_vqa(*_files(world), tmp_path / "run", spread_weight=-0.5, epochs=1, limit=4, **FAST)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_script_is_a_thin_shell_that_writes_a_loadable_checkpoint(world: Path, tmp_path: Path) -> None:
     main = runpy.run_path(str(REPO / "scripts" / "train_vqa.py"))["main"]
     questions, annotations, images = _files(world)

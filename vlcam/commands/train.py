@@ -96,6 +96,9 @@ def add_commands(sub: Any) -> None:
     v.add_argument("--concept-pool", choices=["pooled", "spatial"], default=vqa_default["concept_pool"],
                    help="lstm-cnn: the concept heads read the pooled features, or score each position and "
                         f"keep the best (default {vqa_default['concept_pool']})")
+    v.add_argument("--spread-weight", type=float, default=vqa_default["spread_weight"],
+                   help="weight of the auxiliary loss that keeps each conv feature firing where it "
+                        "peaks rather than all over the image (0: off)")
     v.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no mirroring (with left/right swapped in the questions) and no shifts")
     v.add_argument("--epochs", type=int, default=vqa_default["epochs"], help="at most this many epochs")
@@ -196,7 +199,8 @@ def _vqa(args: argparse.Namespace) -> int:
         model=args.model, backbone=args.backbone, pretrained=args.pretrained,
         image_pattern=args.image_pattern, image_size=args.image_size, top_k=args.top_k,
         min_count=args.min_count, model_options=options, concept_weight=args.concept_weight,
-        concept_pool=args.concept_pool, augment=args.augment, epochs=args.epochs,
+        concept_pool=args.concept_pool, spread_weight=args.spread_weight, augment=args.augment,
+        epochs=args.epochs,
         patience=args.patience,
         batch_size=args.batch_size, lr=args.lr, device=_device(args),
         val_questions=args.val_questions, val_annotations=args.val_annotations, instances=args.instances,

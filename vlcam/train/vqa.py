@@ -63,6 +63,7 @@ from vlcam.train._concepts import (
 )
 from vlcam.train._runstate import plateau_lr, resume, save_training, seed_epoch
 from vlcam.train._settings import check_positive, check_weight
+from vlcam.train._spread import spread_loss
 
 # The constructors differ past (vocab, answers, backbone); train_vqa passes the rest by keyword.
 MODELS: dict[str, Callable[..., VQAModel]] = {"lstm-cnn": VQALSTMCNN, "hiecoatt": HieCoAtt}
@@ -141,6 +142,7 @@ def train_vqa(
     model_options: Mapping[str, Any] | None = None,
     concept_weight: float = 1.0,
     concept_pool: str = "pooled",
+    spread_weight: float = 0.0,
     augment: bool = True,
     epochs: int = 15,
     patience: int = 8,
@@ -165,7 +167,9 @@ def train_vqa(
     answer) pairs, and which object categories the image holds, read from `instances` (a
     COCO instances file; by default the ``instances_train.json`` beside a
     ``vqa_questions_train.json``, none otherwise) (:mod:`vlcam.train._concepts`; 0 turns
-    both off). `images` is the folder of the image files, named by
+    both off). `spread_weight` weighs the features' spread (:func:`vlcam.train._spread.spread_loss`,
+    each conv feature's mean activation over its peak; 0 turns it off), for both models.
+    `images` is the folder of the image files, named by
     `image_pattern` (see :func:`vlcam.data.vqa.format_image_name`). With `augment`, each
     training image is mirrored half the time, with "left" and "right" swapped in its
     questions (and answers), and shifted by up to 4% of its side
@@ -199,6 +203,7 @@ def train_vqa(
     check_weight("concept_weight", concept_weight, "no concept loss")
     if concept_pool not in HEAD_POOLS:
         raise ValueError(f"concept_pool must be one of {list(HEAD_POOLS)}, got {concept_pool!r}")
+    check_weight("spread_weight", spread_weight, "no spread loss")
     backbone = DEFAULT_BACKBONES[model] if backbone is None else backbone
     options = {**DEFAULT_OPTIONS[model], **(model_options or {})}
     questions, annotations, images, out = Path(questions), Path(annotations), Path(images), Path(out)
@@ -211,8 +216,8 @@ def train_vqa(
         "instances": str(instances_source.resolve()) if instances_source else None,
         "model": model, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
         "top_k": top_k, "min_count": min_count, "model_options": options, "concept_weight": concept_weight,
-        "concept_pool": concept_pool, "augment": augment,
-        "patience": patience, "batch_size": batch_size,
+        "concept_pool": concept_pool, **({"spread_weight": spread_weight} if spread_weight else {}),
+        "augment": augment, "patience": patience, "batch_size": batch_size,
         "lr": lr, "seed": seed, "limit": limit,
     }
     train_items = read_vqa(questions, annotations, images, image_pattern=image_pattern, limit=limit)
@@ -264,7 +269,8 @@ def train_vqa(
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
         train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler,
-                                  (concepts, concept_weight, answer_ids, category_head, categories, concept_pool))
+                                  (concepts, concept_weight, answer_ids, category_head, categories, concept_pool,
+                                   spread_weight))
         accuracy = _accuracy(net, val_loader, val_items, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -431,12 +437,16 @@ def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
     return torch.tensor([index.get(MIRRORED_WORDS.get(a, a), k) for k, a in enumerate(answers)])
 
 
+# What the epoch's extra losses need: the concept head, its weight, each training question's
+# answer id, the category head and the image categories, the head pooling, the spread weight.
+_LossSetup = tuple[Concepts | None, float, torch.Tensor, "nn.Linear | None", "Categories | None", str, float]
+
+
 def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
                  device: str, epoch: int, mirror: _Mirror | None, generator: torch.Generator,
-                 concept_setup: tuple[Concepts | None, float, torch.Tensor, nn.Linear | None,
-                                      Categories | None, str]) -> float:
+                 setup: _LossSetup) -> float:
     model.train()
-    concepts, concept_weight, all_answer_ids, category_head, categories, concept_pool = concept_setup
+    concepts, concept_weight, all_answer_ids, category_head, categories, concept_pool, spread_weight = setup
     total, count = 0.0, 0
     for images, questions, owner, indices in batches:
         images, questions, owner = images.to(device), questions.to(device), owner.to(device)
@@ -447,9 +457,15 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
             images, questions, targets, flipped = mirror(images, questions, owner, targets, generator)
             mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
             answer_ids = torch.where(flipped & (answer_ids >= 0), mirrored_ids, answer_ids)
-        if concepts is not None and isinstance(model, VQALSTMCNN):
+        lstm_cnn_concepts = concepts is not None and isinstance(model, VQALSTMCNN)
+        extra = torch.zeros((), device=images.device)
+        if lstm_cnn_concepts or spread_weight > 0:
             conv_map = model.cnn(images)
-            features = model.image_vectors(conv_map)
+            features = model.image_vectors(conv_map) if isinstance(model, VQALSTMCNN) \
+                else model.image_regions(conv_map)
+        else:
+            features = model.encode_images(images)
+        if lstm_cnn_concepts:
             pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
                 if concept_pool == "pooled" else None
             codes = answer_codes(questions, answer_ids, len(model.vocab))
@@ -461,8 +477,8 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
                 present = categories.targets(image_ids).to(device)
                 extra = extra + concept_weight * category_loss(
                     head_logits(category_head, conv_map, pooled, concept_pool), present)
-        else:
-            features, extra = model.encode_images(images), torch.zeros((), device=images.device)
+        if spread_weight > 0:
+            extra = extra + spread_weight * spread_loss(conv_map)
         logits = model.answer_logits(features[owner], questions)
         answer_loss = soft_target_loss(logits, targets)
         loss = answer_loss + extra
