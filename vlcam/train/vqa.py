@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -457,15 +457,16 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
             images, questions, targets, flipped = mirror(images, questions, owner, targets, generator)
             mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
             answer_ids = torch.where(flipped & (answer_ids >= 0), mirrored_ids, answer_ids)
-        lstm_cnn_concepts = concepts is not None and isinstance(model, VQALSTMCNN)
         extra = torch.zeros((), device=images.device)
-        if lstm_cnn_concepts or spread_weight > 0:
-            conv_map = model.cnn(images)
-            features = model.image_vectors(conv_map) if isinstance(model, VQALSTMCNN) \
-                else model.image_regions(conv_map)
-        else:
+        conv_map = model.cnn(images) if spread_weight > 0 or (concepts is not None and isinstance(model, VQALSTMCNN)) \
+            else None
+        if conv_map is None:
             features = model.encode_images(images)
-        if lstm_cnn_concepts:
+        elif isinstance(model, VQALSTMCNN):
+            features = model.image_vectors(conv_map)
+        else:
+            features = cast(HieCoAtt, model).image_regions(conv_map)
+        if concepts is not None and isinstance(model, VQALSTMCNN) and conv_map is not None:
             pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
                 if concept_pool == "pooled" else None
             codes = answer_codes(questions, answer_ids, len(model.vocab))
@@ -477,7 +478,7 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
                 present = categories.targets(image_ids).to(device)
                 extra = extra + concept_weight * category_loss(
                     head_logits(category_head, conv_map, pooled, concept_pool), present)
-        if spread_weight > 0:
+        if spread_weight > 0 and conv_map is not None:
             extra = extra + spread_weight * spread_loss(conv_map)
         logits = model.answer_logits(features[owner], questions)
         answer_loss = soft_target_loss(logits, targets)
