@@ -3,15 +3,17 @@
 # held-out scenes of the built-in world (seed 0, which they were trained on) and on 200 scenes of a
 # world rendered with seed 11 (never trained or tuned on). Reports go to benchmarks/reports/shipped/.
 #   bash benchmarks/evaluate_shipped.sh WORLD0_DIR WORLD11_DIR
+# CAPTIONER, VQA and OUT (environment) evaluate other checkpoints into another report folder,
+# e.g. a candidate before it ships.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 world0=$1; world11=$2
-out=benchmarks/reports/shipped
+out=${OUT:-benchmarks/reports/shipped}
 mkdir -p "$out"
 [ -f "$world0/captions_val.json" ] || vlcam data synthetic --out "$world0" --num-images 3000 --seed 0
 [ -f "$world11/captions_val.json" ] || vlcam data synthetic --out "$world11" --num-images 200 --seed 11 --val-fraction 1.0
-captioner=vlcam/assets/show_and_tell_synthetic
-vqa=vlcam/assets/vqa_lstm_cnn_synthetic
+captioner=${CAPTIONER:-vlcam/assets/show_and_tell_synthetic}
+vqa=${VQA:-vlcam/assets/vqa_lstm_cnn_synthetic}
 for name in world0 world11; do
     world=$([ "$name" = world0 ] && echo "$world0" || echo "$world11")
     vlcam eval captions --checkpoint "$captioner" --captions "$world/captions_val.json" \

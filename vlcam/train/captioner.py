@@ -123,9 +123,9 @@ def train_captioner(
     image_input: str = "every",
     concept_weight: float = 1.0,
     concept_pool: str = "pooled",
-    spread_weight: float = 0.0,
+    spread_weight: float = 10.0,
     augment: bool = True,
-    epochs: int = 20,
+    epochs: int = 40,
     patience: int = 6,
     batch_size: int = 16,
     lr: float = 1e-3,
@@ -151,7 +151,11 @@ def train_captioner(
     5% of the training images (at least one), drawn with `seed`. `limit` caps the number
     of images of each split (the first ones by id). The vocabulary holds the training
     words seen at least `min_count` times. A batch is `batch_size` images with all their
-    captions. With `augment`, each training image is mirrored (and "left"/"right" swapped
+    captions. `concept_weight` weighs the auxiliary concept and category loss
+    (:mod:`vlcam.train._concepts`), `spread_weight` the features' spread
+    (:func:`vlcam.train._spread.spread_loss`: each conv feature's mean activation over its
+    peak, which keeps word maps on the objects rather than the background); 0 turns either off.
+    With `augment`, each training image is mirrored (and "left"/"right" swapped
     in its captions) half the time and shifted by up to 4% of its side (see
     :mod:`vlcam.train._augment`). The learning rate halves after every
     `patience` // 2 epochs without a better validation loss, and training stops after
