@@ -144,7 +144,7 @@ def train_vqa(
     concept_pool: str = "pooled",
     spread_weight: float = 10.0,
     augment: bool = True,
-    epochs: int = 30,
+    epochs: int = 15,
     patience: int = 8,
     batch_size: int = 16,
     lr: float = 1e-3,
