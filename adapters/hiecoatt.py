@@ -173,12 +173,8 @@ class HieCoAtt(VQAModel):
             "num_answers": len(self.answers),
         }
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the image regions [B, N, d]: the grid's N = h*w cells, projected, tanh."""
-        return self.image_regions(self.cnn(images))
-
-    def image_regions(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the image regions [B, N, d] of the CNN's last conv map [B, C, h, w]."""
+    def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
+        """Return the image regions [B, N, d]: the conv map's N = h*w cells, projected, tanh."""
         grid = conv_map.flatten(2).transpose(1, 2)  # [B, N, C]
         regions: torch.Tensor = self.dropout(torch.tanh(self.image_proj(grid)))
         return regions

@@ -87,10 +87,14 @@ class VQAModel(AnswerModelBase):
         self.default_layer = "cnn." + backbone.gradcam_layer
         self.config: dict[str, Any] = {}
 
-    # --- The model (subclasses define encode_images and answer_logits) ---------------------
+    # --- The model (subclasses define encode_conv_map and answer_logits) -------------------
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Return the image representation the answer head consumes, batch first."""
+        return self.encode_conv_map(self.cnn(images))
+
+    def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
+        """Return :meth:`encode_images`'s output from the CNN's last conv map [B, C, h, w]."""
         raise NotImplementedError
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:

@@ -93,12 +93,8 @@ class VQALSTMCNN(VQAModel):
             "pool": pool, "vocab_size": len(vocab), "num_answers": len(self.answers),
         }
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
         """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
-        return self.image_vectors(self.cnn(images))
-
-    def image_vectors(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the image vectors [B, common_dim] of the CNN's last conv map [B, C, h, w]."""
         if self.pool == PROJECTED_MAX:
             positions = F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)  # [B, h*w, C]
             return torch.tanh(self.image_proj(positions).amax(dim=1))

@@ -29,8 +29,7 @@ from vlcam.eval.pointing import caption_pointing_games
 # models 0.03 apart on 1,288 questions differed by 0.15 the other way: too few to compare.)
 PRECISION, RECALL, COLOR = 0.9, 0.7, 0.6
 POINTING, OVER_CENTRE_AT_15, BORDER_PEAKS = 0.5, 0.1, 0.1
-# The VQA model there: accuracy 0.69 on 135 questions, 41% of 59 answer maps on the object
-# (a random point: about 4%).
+# The VQA model there: accuracy 0.69 on 135 questions, 41% of 59 answer maps on the object.
 VQA_ACCURACY, ANSWER_POINTING = 0.6, 0.2
 
 

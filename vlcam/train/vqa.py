@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -457,16 +457,11 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
             images, questions, targets, flipped = mirror(images, questions, owner, targets, generator)
             mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
             answer_ids = torch.where(flipped & (answer_ids >= 0), mirrored_ids, answer_ids)
+        # encode_images(images) is encode_conv_map(cnn(images)); the extra losses read the map.
+        conv_map = model.cnn(images)
+        features = model.encode_conv_map(conv_map)
         extra = torch.zeros((), device=images.device)
-        conv_map = model.cnn(images) if spread_weight > 0 or (concepts is not None and isinstance(model, VQALSTMCNN)) \
-            else None
-        if conv_map is None:
-            features = model.encode_images(images)
-        elif isinstance(model, VQALSTMCNN):
-            features = model.image_vectors(conv_map)
-        else:
-            features = cast(HieCoAtt, model).image_regions(conv_map)
-        if concepts is not None and isinstance(model, VQALSTMCNN) and conv_map is not None:
+        if concepts is not None and isinstance(model, VQALSTMCNN):
             pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
                 if concept_pool == "pooled" else None
             codes = answer_codes(questions, answer_ids, len(model.vocab))
@@ -478,7 +473,7 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
                 present = categories.targets(image_ids).to(device)
                 extra = extra + concept_weight * category_loss(
                     head_logits(category_head, conv_map, pooled, concept_pool), present)
-        if spread_weight > 0 and conv_map is not None:
+        if spread_weight > 0:
             extra = extra + spread_weight * spread_loss(conv_map)
         logits = model.answer_logits(features[owner], questions)
         answer_loss = soft_target_loss(logits, targets)
