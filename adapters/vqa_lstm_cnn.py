@@ -7,7 +7,9 @@ pooling, see :data:`vlcam.adapters.show_and_tell.POOLS`) are L2-normalised and p
 same way; with ``pool="projmax"`` each position's features are L2-normalised and projected,
 and each component keeps its maximum over positions (see
 :data:`vlcam.adapters.show_and_tell.IMAGE_POOLS`). The two vectors are multiplied
-elementwise and an MLP (two tanh hidden layers) scores the answers. Grad-CAM explains the
+elementwise and an MLP (two tanh hidden layers) scores the answers. With ``pool="qmax"``
+(:data:`QUESTION_MAX`) the question vector multiplies each position's projected features
+before the maximum over positions is taken. Grad-CAM explains the
 CNN's last conv block (`default_layer`).
 """
 
@@ -35,6 +37,17 @@ from vlcam.checkpoint import POSITIVE_INT, one_of, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
+# "qmax": each position's features are L2-normalised and projected (linear, tanh), multiplied
+# elementwise with the question vector, and each component of the product keeps its maximum
+# over positions. Pooling first ("max", "avgmax", "projmax") keeps which colours and which
+# shapes are in the image, and a linear probe on those image vectors tells each present
+# shape's colour 0.95 of the time, but the answer must then pick out the asked-about object
+# from a sum: the shipped "avgmax" model gives the same colour to every object of a
+# multi-object image far more often than not (benchmarks/RESULTS.md). Multiplying before the
+# maximum lets the question choose the place: "what color is the ball?" keeps the components
+# where the ball is. Every component's gradient reaches one position, as with "max".
+QUESTION_MAX = "qmax"
+VQA_POOLS = (*IMAGE_POOLS, QUESTION_MAX)
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,7 @@ class VQALSTMCNNConfig(VQAConfig):
     hidden_dim: int = setting(POSITIVE_INT)
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
-    pool: str = setting(one_of(*IMAGE_POOLS), "avg")
+    pool: str = setting(one_of(*VQA_POOLS), "avg")
 
 
 class VQALSTMCNN(VQAModel):
@@ -73,8 +86,8 @@ class VQALSTMCNN(VQAModel):
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
-        if pool not in IMAGE_POOLS:
-            raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
+        if pool not in VQA_POOLS:
+            raise ValueError(f"pool must be one of {list(VQA_POOLS)}, got {pool!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
@@ -94,16 +107,22 @@ class VQALSTMCNN(VQAModel):
         }
 
     def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
-        if self.pool == PROJECTED_MAX:
+        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh;
+        for "qmax" each position's [B, h*w, common_dim], pooled by :meth:`answer_logits`."""
+        if self.pool in (PROJECTED_MAX, QUESTION_MAX):
             positions = F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)  # [B, h*w, C]
-            return torch.tanh(self.image_proj(positions).amax(dim=1))
+            projected = torch.tanh(self.image_proj(positions))
+            return projected if self.pool == QUESTION_MAX else projected.amax(dim=1)
         return self.project_pooled(POOLS[self.pool](conv_map))
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch
-        (max pooling for "projmax", which pools after its projection)."""
-        pooled: torch.Tensor = POOLS["max" if self.pool == PROJECTED_MAX else self.pool](self.cnn(images))
+        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch."""
+        return self.pool_conv_map(self.cnn(images))
+
+    def pool_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
+        """Return the globally pooled conv map [B, POOL_WIDTH * C] (max pooling for "projmax"
+        and "qmax", which pool after their projection)."""
+        pooled: torch.Tensor = POOLS[self.pool if self.pool in POOLS else "max"](conv_map)
         return pooled
 
     def project_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -120,7 +139,12 @@ class VQALSTMCNN(VQAModel):
         return torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
-        """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""
+        """Return logits [B', A] from image vectors [B', common_dim] (for "qmax" [B', h*w, common_dim])
+        and word ids [B, L]."""
         question = tile(self.encode_question_vectors(questions), image_features.shape[0])
-        logits: torch.Tensor = self.classifier(image_features * question)
+        if self.pool == QUESTION_MAX:
+            fused = (image_features * question.unsqueeze(1)).amax(dim=1)
+        else:
+            fused = image_features * question
+        logits: torch.Tensor = self.classifier(fused)
         return logits

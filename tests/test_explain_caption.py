@@ -26,9 +26,10 @@ CAPTIONS = [
 CAPTION = "a red ball beside a blue box"
 
 
-@pytest.fixture(scope="module", params=["first", "every"])
+@pytest.fixture(scope="module", params=["first", "every", "gated"])
 def model(request):
-    """The image enters the LSTM before the first word, or beside every word: both are exact."""
+    """The image enters the LSTM before the first word, beside every word, or beside and times
+    every word: all are exact."""
     torch.manual_seed(0)
     vocab = Vocabulary.from_captions(CAPTIONS * 3, min_count=1)
     return ShowAndTell(vocab, "compact", embed_dim=32, hidden_dim=48, image_size=64, image_input=request.param).eval()

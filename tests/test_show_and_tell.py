@@ -371,6 +371,31 @@ def test_compact_aligned_centres_each_map_cell_where_upsampling_draws_it(name, o
     assert centre == pytest.approx((drawn + offset, drawn + offset), abs=1e-3)
 
 
+def test_gated_input_is_word_image_and_their_product_and_greedy_decoding_agrees_with_teacher_forcing(tmp_path) -> None:
+    vocab = Vocabulary.from_captions(CAPTIONS, min_count=1)
+    torch.manual_seed(0)
+    model = ShowAndTell(vocab, "compact", embed_dim=8, hidden_dim=12, image_size=32, pool="max",
+                        image_input="gated").eval()
+    x, tokens = _images(2), model.encode_captions(CAPTIONS[:2])
+    with torch.no_grad():
+        image = model.image_vector(model.encode(x))  # [B, E]
+        words = model.word_embed(tokens[:, :-1])  # [B, L-1, E]
+        tiled = image[:, None].expand_as(words)
+        hidden, _ = model.lstm(torch.cat([words, tiled, words * tiled], dim=2))
+        torch.testing.assert_close(model(x, tokens), model.classifier(hidden))
+        # Greedy decoding steps through the same inputs: its words are the teacher-forced argmax.
+        said = model.generate(x, max_len=6)
+        for row, ids in enumerate(said):
+            forced = model.encode_captions([" ".join(vocab.decode(ids))])
+            logits = model(x[row:row + 1], forced)[0]
+            allowed = logits.clone()
+            allowed[:, [PAD, START]] = float("-inf")
+            assert allowed.argmax(dim=-1)[:len(ids)].tolist() == ids
+    loaded = ShowAndTell.load(model.save(tmp_path / "ckpt"))
+    assert loaded.config["image_input"] == "gated" and loaded.lstm.input_size == 3 * 8
+    torch.testing.assert_close(loaded(x, tokens), model(x, tokens), rtol=0, atol=0)
+
+
 def test_projected_max_projects_each_position_then_keeps_each_components_maximum(tmp_path) -> None:
     from vlcam import WordLogProb, grad_cam
 

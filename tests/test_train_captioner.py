@@ -151,7 +151,7 @@ def test_the_script_trains_a_loadable_checkpoint(world: Path, tmp_path: Path) ->
     ({"patience": 0}, "patience must be a positive int, got 0"),
     ({"concept_weight": -1.0}, "concept_weight must be a number >= 0"),
     ({"concept_weight": float("nan")}, "concept_weight must be a number >= 0"),
-    ({"image_input": "sideways"}, "image_input must be one of \\['first', 'every'\\], got 'sideways'"),
+    ({"image_input": "sideways"}, "image_input must be one of \\['first', 'every', 'gated'\\], got 'sideways'"),
     ({"pool": "median"}, "pool must be one of"),
     ({"spread_weight": -0.5}, "spread_weight must be a number >= 0"),
 ])

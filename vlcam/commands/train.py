@@ -37,9 +37,10 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--pool", choices=["avg", "max", "avgmax", "projmax"], default=default["pool"],
                    help="global pooling of the conv map; projmax projects each position, then takes the "
                         f"max (default {default['pool']})")
-    c.add_argument("--image-input", choices=["first", "every"], default=default["image_input"],
-                   help="the image enters the LSTM before the first word (Show and Tell) or beside "
-                        f"every word (default {default['image_input']})")
+    c.add_argument("--image-input", choices=["first", "every", "gated"], default=default["image_input"],
+                   help="the image enters the LSTM before the first word (Show and Tell), beside every "
+                        "word, or beside and multiplied with every word (gated) "
+                        f"(default {default['image_input']})")
     c.add_argument("--concept-weight", type=float, default=default["concept_weight"],
                    help="weight of the auxiliary loss that predicts the captions' words and word pairs "
                         "from the pooled image features (0: off)")
