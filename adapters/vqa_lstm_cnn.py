@@ -1,7 +1,8 @@
 """VQA "deeper LSTM Q + norm I" (Antol et al., 2015; the model of the paper's Fig. 12a).
 
 The question goes through a tanh word embedding and a two-layer LSTM; the last hidden and
-cell states of both layers, concatenated, are projected (linear + tanh) to a common size.
+cell states of both layers, concatenated, are projected (linear + tanh) to a common size
+(``question_norm="l2"``: L2-normalised first, as the image is; see :data:`QUESTION_NORMS`).
 The image's globally pooled last-conv features (average pooling as in the paper, or max
 pooling, see :data:`vlcam.adapters.show_and_tell.POOLS`) are L2-normalised and projected the
 same way; with ``pool="projmax"`` each position's features are L2-normalised and projected,
@@ -48,11 +49,22 @@ KIND = "vqa_lstm_cnn"
 # where the ball is. Every component's gradient reaches one position, as with "max".
 QUESTION_MAX = "qmax"
 VQA_POOLS = (*IMAGE_POOLS, QUESTION_MAX)
+# What the concatenated LSTM states go through before the question projection. "none":
+# nothing (Antol et al.); "l2": L2 normalisation, as "norm I" normalises the image. The cell
+# states are unbounded, and in the model shipped on 2026-12-03 (no normalisation) 97-98% of
+# the question vector's components of a "what color is the <shape>?" question lie in tanh's
+# flat tails (|pre-activation| > 3), so every such question is the same +-1 code (cosine
+# 0.9993 between the shapes): the fusion can flip the image vector's signs but not pick out
+# the shape asked about, and the model gives every object of an image the same colour
+# (benchmarks/RESULTS.md). Normalised, the pre-activations start small and the question
+# can weigh the image's components.
+QUESTION_NORMS = ("none", "l2")
 
 
 @dataclass(frozen=True)
 class VQALSTMCNNConfig(VQAConfig):
-    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` came later: "avg" without it)."""
+    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` and `question_norm` came
+    later: "avg" and "none" without them)."""
 
     KIND = KIND
 
@@ -61,6 +73,7 @@ class VQALSTMCNNConfig(VQAConfig):
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
     pool: str = setting(one_of(*VQA_POOLS), "avg")
+    question_norm: str = setting(one_of(*QUESTION_NORMS), "none")
 
 
 class VQALSTMCNN(VQAModel):
@@ -83,13 +96,17 @@ class VQALSTMCNN(VQAModel):
         image_size: int = 128,
         dropout: float = 0.5,
         pool: str = "avg",
+        question_norm: str = "none",
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
         if pool not in VQA_POOLS:
             raise ValueError(f"pool must be one of {list(VQA_POOLS)}, got {pool!r}")
+        if question_norm not in QUESTION_NORMS:
+            raise ValueError(f"question_norm must be one of {list(QUESTION_NORMS)}, got {question_norm!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
+        self.question_norm = question_norm
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
@@ -103,7 +120,8 @@ class VQALSTMCNN(VQAModel):
         self.config = {
             "kind": KIND, "backbone": backbone, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
             "common_dim": common_dim, "mlp_dim": mlp_dim, "image_size": image_size, "dropout": dropout,
-            "pool": pool, "vocab_size": len(vocab), "num_answers": len(self.answers),
+            "pool": pool, "question_norm": question_norm, "vocab_size": len(vocab),
+            "num_answers": len(self.answers),
         }
 
     def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
@@ -135,8 +153,10 @@ class VQALSTMCNN(VQAModel):
         words = torch.tanh(self.word_embed(questions))
         packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, c) = self.lstm(packed)
-        layers = [t for layer in range(h.shape[0]) for t in (h[layer], c[layer])]
-        return torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
+        layers = torch.cat([t for layer in range(h.shape[0]) for t in (h[layer], c[layer])], dim=1)
+        if self.question_norm == "l2":
+            layers = F.normalize(layers, dim=1)
+        return torch.tanh(self.question_proj(layers))
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return logits [B', A] from image vectors [B', common_dim] (for "qmax" [B', h*w, common_dim])

@@ -11,8 +11,16 @@ Two measurements on a world with instance annotations (the built-in world's ``co
   colour present, feed "<start> a <colour>" and take the object word the decoder ranks first;
   the share naming a category that has an instance of that colour. This is what the
   captions need: after "a red", the red object's name.
+- **asked** (VQA models): on the held-out images with two or more categories, ask "what color
+  is the <category name>?" of each category present; the share answered with a colour of one
+  of its instances, and the share of images whose objects all got the same answer (a model
+  that reads which colours are there but not which goes with the object asked about).
 
-    python benchmarks/binding_probe.py CHECKPOINT WORLD_DIR [--limit 200] [--steps 400] [--out report.json]
+    python benchmarks/binding_probe.py CHECKPOINT WORLD_DIR [--train-world DIR] [--limit 200] [--steps 400]
+        [--out report.json]
+
+The probe trains on the training split of `--train-world` (default WORLD_DIR) and is scored
+on the first `--limit` held-out images of WORLD_DIR.
 
 """
 
@@ -39,22 +47,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("world", type=Path)
+    parser.add_argument("--train-world", type=Path, help="world whose training split trains the probe")
     parser.add_argument("--limit", type=int, default=200, help="held-out images to score (default 200)")
     parser.add_argument("--steps", type=int, default=400, help="full-batch steps of the probe (default 400)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = vlcam.load(args.checkpoint).eval()
-    train = _split(args.world, "train", None)
+    train_world = args.train_world or args.world
+    train = _split(train_world, "train", None)
     held_out = _split(args.world, "val", args.limit)
     report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "world": str(args.world),
+                              "probe_trained_on": str(train_world),
                               "held_out_images": len(held_out[0]), "probe_steps": args.steps}
     with torch.no_grad():
-        train_x, held_x = (_image_vectors(model, args.world, images) for images, _ in (train, held_out))
+        train_x = _image_vectors(model, train_world, train[0])
+        held_x = _image_vectors(model, args.world, held_out[0])
     report["probe"] = _probe(train_x, train[1], held_x, held_out[1], args.steps)
-    if isinstance(model, ShowAndTell):
-        with torch.no_grad():
+    with torch.no_grad():
+        if isinstance(model, ShowAndTell):
             report["conditional"] = _conditional(model, args.world, *held_out)
+        else:
+            report["asked"] = _asked(model, args.world, *held_out)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
@@ -72,11 +86,13 @@ def _split(world: Path, split: str, limit: int | None) -> tuple[list[dict[str, A
 
 
 def _image_vectors(model: Any, world: Path, images: list[dict[str, Any]]) -> torch.Tensor:
-    """Return what the decoder or answer classifier reads of each image: [N, D]."""
+    """Return what the decoder or answer classifier reads of each image: [N, D] (features per
+    position, as a "qmax" VQA model gives them, are max pooled: the image with no question)."""
     out = []
     for start in range(0, len(images), _BATCH):
         x = model.preprocess([world / "images" / image["file_name"] for image in images[start:start + _BATCH]])
-        out.append(model.image_vector(model.encode(x)) if isinstance(model, ShowAndTell) else model.encode_images(x))
+        vectors = model.image_vector(model.encode(x)) if isinstance(model, ShowAndTell) else model.encode_images(x)
+        out.append(vectors.amax(dim=1) if vectors.dim() == 3 else vectors)
     return torch.cat(out)
 
 
@@ -132,6 +148,26 @@ def _conditional(model: ShowAndTell, world: Path, images: list[dict[str, Any]],
     right = sum(n for key, n in counts.items() if key.endswith("right"))
     return {"names_the_coloured_object": round(right / max(1, sum(counts.values())), 4),
             "prompts": sum(counts.values()), "counts": dict(sorted(counts.items()))}
+
+
+def _asked(model: Any, world: Path, images: list[dict[str, Any]],
+           objects: list[list[tuple[int, str]]]) -> dict[str, Any]:
+    names = {c["id"]: c["name"] for c in json.loads((world / "instances_val.json").read_text())["categories"]}
+    counts: collections.Counter[str] = collections.Counter()
+    for image, found in zip(images, objects):
+        present = sorted({c for c, _ in found})
+        if len(present) < 2:
+            continue
+        x = model.preprocess([world / "images" / image["file_name"]])
+        questions = model.encode_questions([f"what color is the {names[c]}?" for c in present], warn=False)
+        said = [model.answers[k] for k in model(x.expand(len(present), -1, -1, -1), questions).argmax(1).tolist()]
+        counts["right"] += sum((c, a) in found for c, a in zip(present, said))
+        counts["questions"] += len(present)
+        counts["images"] += 1
+        counts["images with one answer for all"] += len(set(said)) == 1
+    return {"answers_the_asked_object": round(counts["right"] / max(1, counts["questions"]), 4),
+            "one_answer_for_all": round(counts["images with one answer for all"] / max(1, counts["images"]), 4),
+            "counts": dict(counts)}
 
 
 if __name__ == "__main__":

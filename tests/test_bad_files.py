@@ -61,9 +61,9 @@ REQUIRED = {
                  "num_answers"],
 }
 OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1, "image_input": "first"},
-            "vqa_lstm_cnn": {"pool": "avg"}, "hiecoatt": {}}
+            "vqa_lstm_cnn": {"pool": "avg", "question_norm": "none"}, "hiecoatt": {}}
 CHOICES = {"pool": ("avg", "max", "avgmax", "projmax"), "image_norm": ("none", "batchnorm"),
-           "image_input": ("first", "every", "gated")}
+           "image_input": ("first", "every", "gated"), "question_norm": ("none", "l2")}
 # The VQA model's pooling may also multiply the question in before the maximum.
 KIND_CHOICES = {"vqa_lstm_cnn": {"pool": (*CHOICES["pool"], "qmax")}}
 FILES = {kind: ["config.json", "vocab.json", "model.safetensors"] + (["answers.json"] if kind != "show_and_tell"
