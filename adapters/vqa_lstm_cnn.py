@@ -1,16 +1,13 @@
 """VQA "deeper LSTM Q + norm I" (Antol et al., 2015; the model of the paper's Fig. 12a).
 
 The question goes through a tanh word embedding and a two-layer LSTM; the last hidden and
-cell states of both layers, concatenated, are projected (linear + tanh) to a common size
-(``question_norm="l2"``: L2-normalised first, as the image is; see :data:`QUESTION_NORMS`).
+cell states of both layers, concatenated, are projected (linear + tanh) to a common size.
 The image's globally pooled last-conv features (average pooling as in the paper, or max
 pooling, see :data:`vlcam.adapters.show_and_tell.POOLS`) are L2-normalised and projected the
 same way; with ``pool="projmax"`` each position's features are L2-normalised and projected,
 and each component keeps its maximum over positions (see
 :data:`vlcam.adapters.show_and_tell.IMAGE_POOLS`). The two vectors are multiplied
-elementwise and an MLP (two tanh hidden layers) scores the answers. With ``pool="qmax"``
-(:data:`QUESTION_MAX`) the question vector multiplies each position's projected features
-before the maximum over positions is taken. Grad-CAM explains the
+elementwise and an MLP (two tanh hidden layers) scores the answers. Grad-CAM explains the
 CNN's last conv block (`default_layer`).
 """
 
@@ -38,33 +35,11 @@ from vlcam.checkpoint import POSITIVE_INT, one_of, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
-# "qmax": each position's features are L2-normalised and projected (linear, tanh), multiplied
-# elementwise with the question vector, and each component of the product keeps its maximum
-# over positions. Pooling first ("max", "avgmax", "projmax") keeps which colours and which
-# shapes are in the image, and a linear probe on those image vectors tells each present
-# shape's colour 0.95 of the time, but the answer must then pick out the asked-about object
-# from a sum: the shipped "avgmax" model gives the same colour to every object of a
-# multi-object image far more often than not (benchmarks/RESULTS.md). Multiplying before the
-# maximum lets the question choose the place: "what color is the ball?" keeps the components
-# where the ball is. Every component's gradient reaches one position, as with "max".
-QUESTION_MAX = "qmax"
-VQA_POOLS = (*IMAGE_POOLS, QUESTION_MAX)
-# What the concatenated LSTM states go through before the question projection. "none":
-# nothing (Antol et al.); "l2": L2 normalisation, as "norm I" normalises the image. The cell
-# states are unbounded, and in the model shipped on 2026-12-03 (no normalisation) 97-98% of
-# the question vector's components of a "what color is the <shape>?" question lie in tanh's
-# flat tails (|pre-activation| > 3), so every such question is the same +-1 code (cosine
-# 0.9993 between the shapes): the fusion can flip the image vector's signs but not pick out
-# the shape asked about, and the model gives every object of an image the same colour
-# (benchmarks/RESULTS.md). Normalised, the pre-activations start small and the question
-# can weigh the image's components.
-QUESTION_NORMS = ("none", "l2")
 
 
 @dataclass(frozen=True)
 class VQALSTMCNNConfig(VQAConfig):
-    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` and `question_norm` came
-    later: "avg" and "none" without them)."""
+    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` came later: "avg" without it)."""
 
     KIND = KIND
 
@@ -72,8 +47,7 @@ class VQALSTMCNNConfig(VQAConfig):
     hidden_dim: int = setting(POSITIVE_INT)
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
-    pool: str = setting(one_of(*VQA_POOLS), "avg")
-    question_norm: str = setting(one_of(*QUESTION_NORMS), "none")
+    pool: str = setting(one_of(*IMAGE_POOLS), "avg")
 
 
 class VQALSTMCNN(VQAModel):
@@ -96,17 +70,13 @@ class VQALSTMCNN(VQAModel):
         image_size: int = 128,
         dropout: float = 0.5,
         pool: str = "avg",
-        question_norm: str = "none",
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
-        if pool not in VQA_POOLS:
-            raise ValueError(f"pool must be one of {list(VQA_POOLS)}, got {pool!r}")
-        if question_norm not in QUESTION_NORMS:
-            raise ValueError(f"question_norm must be one of {list(QUESTION_NORMS)}, got {question_norm!r}")
+        if pool not in IMAGE_POOLS:
+            raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
-        self.question_norm = question_norm
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
@@ -120,27 +90,20 @@ class VQALSTMCNN(VQAModel):
         self.config = {
             "kind": KIND, "backbone": backbone, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
             "common_dim": common_dim, "mlp_dim": mlp_dim, "image_size": image_size, "dropout": dropout,
-            "pool": pool, "question_norm": question_norm, "vocab_size": len(vocab),
-            "num_answers": len(self.answers),
+            "pool": pool, "vocab_size": len(vocab), "num_answers": len(self.answers),
         }
 
     def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh;
-        for "qmax" each position's [B, h*w, common_dim], pooled by :meth:`answer_logits`."""
-        if self.pool in (PROJECTED_MAX, QUESTION_MAX):
+        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
+        if self.pool == PROJECTED_MAX:
             positions = F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)  # [B, h*w, C]
-            projected = torch.tanh(self.image_proj(positions))
-            return projected if self.pool == QUESTION_MAX else projected.amax(dim=1)
+            return torch.tanh(self.image_proj(positions).amax(dim=1))
         return self.project_pooled(POOLS[self.pool](conv_map))
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch."""
-        return self.pool_conv_map(self.cnn(images))
-
-    def pool_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the globally pooled conv map [B, POOL_WIDTH * C] (max pooling for "projmax"
-        and "qmax", which pool after their projection)."""
-        pooled: torch.Tensor = POOLS[self.pool if self.pool in POOLS else "max"](conv_map)
+        """Return the globally pooled last conv map [B, POOL_WIDTH * C] of a normalised image batch
+        (max pooling for "projmax", which pools after its projection)."""
+        pooled: torch.Tensor = POOLS["max" if self.pool == PROJECTED_MAX else self.pool](self.cnn(images))
         return pooled
 
     def project_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -153,18 +116,11 @@ class VQALSTMCNN(VQAModel):
         words = torch.tanh(self.word_embed(questions))
         packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, c) = self.lstm(packed)
-        layers = torch.cat([t for layer in range(h.shape[0]) for t in (h[layer], c[layer])], dim=1)
-        if self.question_norm == "l2":
-            layers = F.normalize(layers, dim=1)
-        return torch.tanh(self.question_proj(layers))
+        layers = [t for layer in range(h.shape[0]) for t in (h[layer], c[layer])]
+        return torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
-        """Return logits [B', A] from image vectors [B', common_dim] (for "qmax" [B', h*w, common_dim])
-        and word ids [B, L]."""
+        """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""
         question = tile(self.encode_question_vectors(questions), image_features.shape[0])
-        if self.pool == QUESTION_MAX:
-            fused = (image_features * question.unsqueeze(1)).amax(dim=1)
-        else:
-            fused = image_features * question
-        logits: torch.Tensor = self.classifier(fused)
+        logits: torch.Tensor = self.classifier(image_features * question)
         return logits

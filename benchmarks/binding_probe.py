@@ -87,7 +87,7 @@ def _split(world: Path, split: str, limit: int | None) -> tuple[list[dict[str, A
 
 def _image_vectors(model: Any, world: Path, images: list[dict[str, Any]]) -> torch.Tensor:
     """Return what the decoder or answer classifier reads of each image: [N, D] (features per
-    position, as a "qmax" VQA model gives them, are max pooled: the image with no question)."""
+    region, as HieCoAtt gives them, are max pooled)."""
     out = []
     for start in range(0, len(images), _BATCH):
         x = model.preprocess([world / "images" / image["file_name"] for image in images[start:start + _BATCH]])

@@ -112,24 +112,6 @@ def test_lstm_cnn_fuses_pooled_normalised_image_and_both_lstm_layers_states() ->
     assert m.default_layer == "cnn.body.block5"
 
 
-def test_lstm_cnn_question_norm_l2_normalises_both_lstm_layers_states_before_the_projection(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, question_norm="l2", **LSTM_OPTIONS).eval()
-    x, q = _images(1), m.encode_questions(["what color is the ball?"])
-    with torch.no_grad():
-        _, (h, c) = m.lstm(torch.tanh(m.word_embed(q)))
-        states = torch.cat([h[0], c[0], h[1], c[1]], dim=1)
-        question = torch.tanh(m.question_proj(states / states.norm(dim=1, keepdim=True)))
-        torch.testing.assert_close(m.encode_question_vectors(q), question)
-        # Scaling the projection's input by 1/norm is what bounds it: the state itself is not a unit vector.
-        assert abs(float(states.norm()) - 1.0) > 0.1
-    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
-    assert loaded.config["question_norm"] == "l2"
-    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"question_norm must be one of \['none', 'l2'\], got 'layer'"):
-        VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", question_norm="layer", **LSTM_OPTIONS)
-
-
 def test_lstm_cnn_projected_max_normalises_and_projects_each_position_then_keeps_the_maximum(
         tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -145,30 +127,6 @@ def test_lstm_cnn_projected_max_normalises_and_projects_each_position_then_keeps
     loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
     assert loaded.config["pool"] == "projmax"
     torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
-
-
-def test_lstm_cnn_question_max_multiplies_the_question_into_each_position_before_the_maximum(
-        tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, pool="qmax", **LSTM_OPTIONS).eval()
-    x, q = _images(2), m.encode_questions(["what color is the ball?", "is there a star?"])
-    with torch.no_grad():
-        conv = m.cnn(x)
-        unit = conv / conv.norm(dim=1, keepdim=True)
-        places = torch.tanh(torch.einsum("bchw,ec->bhwe", unit, m.image_proj.weight) + m.image_proj.bias)
-        question = m.encode_question_vectors(q)  # by hand in the test above
-        fused = (places * question[:, None, None]).amax(dim=(1, 2))
-        torch.testing.assert_close(m(x, q), m.classifier(fused))
-        # Not the same as pooling first: the question chooses the place.
-        assert not torch.allclose(fused, places.amax(dim=(1, 2)) * question)
-        # Broadcasting: two copies of the features pair with the same questions.
-        torch.testing.assert_close(m.answer_logits(m.encode_images(x).repeat(2, 1, 1), q), m(x, q).repeat(2, 1))
-    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
-    assert loaded.config["pool"] == "qmax"
-    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
-    with pytest.raises(ValueError,
-                       match=r"pool must be one of \['avg', 'max', 'avgmax', 'projmax', 'qmax'\], got 'sum'"):
-        VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", pool="sum", **LSTM_OPTIONS)
 
 
 def _coattention_by_the_paper(att: ParallelCoAttention, Q: torch.Tensor, V: torch.Tensor) -> tuple:

@@ -8,7 +8,7 @@ from typing import Any
 from vlcam.commands._options import finish, parent
 
 _VQA_OPTIONS = {"embed_dim": int, "hidden_dim": int, "common_dim": int, "mlp_dim": int,
-                "attention_dim": int, "dropout": float, "pool": str, "question_norm": str}
+                "attention_dim": int, "dropout": float, "pool": str}
 
 
 def add_commands(sub: Any) -> None:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from vlcam._state import preserved
 from vlcam.adapters.hiecoatt import HieCoAtt
 from vlcam.adapters.protocol import AnswerModel
-from vlcam.adapters.show_and_tell import POOL_WIDTH
+from vlcam.adapters.show_and_tell import POOL_WIDTH, POOLS, PROJECTED_MAX
 from vlcam.adapters.vqa_base import VQAModel
 from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.data.coco import read_coco_file
@@ -462,7 +462,8 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
         features = model.encode_conv_map(conv_map)
         extra = torch.zeros((), device=images.device)
         if concepts is not None and isinstance(model, VQALSTMCNN):
-            pooled = model.pool_conv_map(conv_map) if concept_pool == "pooled" else None
+            pooled = POOLS["max" if model.pool == PROJECTED_MAX else model.pool](conv_map) \
+                if concept_pool == "pooled" else None
             codes = answer_codes(questions, answer_ids, len(model.vocab))
             extra = concept_weight * concept_loss(head_logits(concepts, conv_map, pooled, concept_pool),
                                                   concepts.targets(codes, owner, images.shape[0]))
