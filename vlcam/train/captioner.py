@@ -120,7 +120,7 @@ def train_captioner(
     hidden_dim: int = 384,
     dropout: float = 0.0,
     pool: str = "max",
-    image_input: str = "every",
+    image_input: str = "gated",
     concept_weight: float = 1.0,
     concept_pool: str = "pooled",
     spread_weight: float = 10.0,
