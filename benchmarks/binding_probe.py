@@ -14,7 +14,9 @@ Two measurements on a world with instance annotations (the built-in world's ``co
 - **asked** (VQA models): on the held-out images with two or more categories, ask "what color
   is the <category name>?" of each category present; the share answered with a colour of one
   of its instances, and the share of images whose objects all got the same answer (a model
-  that reads which colours are there but not which goes with the object asked about).
+  that reads which colours are there but not which goes with the object asked about); and,
+  over "what color is the <name>?" for every category name, the question vectors' mean
+  cosine and the share of their components beyond +-0.995 (tanh saturation).
 
     python benchmarks/binding_probe.py CHECKPOINT WORLD_DIR [--train-world DIR] [--limit 200] [--steps 400]
         [--out report.json]
@@ -153,6 +155,9 @@ def _conditional(model: ShowAndTell, world: Path, images: list[dict[str, Any]],
 def _asked(model: Any, world: Path, images: list[dict[str, Any]],
            objects: list[list[tuple[int, str]]]) -> dict[str, Any]:
     names = {c["id"]: c["name"] for c in json.loads((world / "instances_val.json").read_text())["categories"]}
+    every = model.encode_question_vectors(model.encode_questions(
+        [f"what color is the {name}?" for name in names.values()], warn=False))
+    unit = F.normalize(every, dim=1)
     counts: collections.Counter[str] = collections.Counter()
     for image, found in zip(images, objects):
         present = sorted({c for c, _ in found})
@@ -167,6 +172,8 @@ def _asked(model: Any, world: Path, images: list[dict[str, Any]],
         counts["images with one answer for all"] += len(set(said)) == 1
     return {"answers_the_asked_object": round(counts["right"] / max(1, counts["questions"]), 4),
             "one_answer_for_all": round(counts["images with one answer for all"] / max(1, counts["images"]), 4),
+            "colour_question_cosine": round(float((unit @ unit.T).mean()), 4),
+            "colour_question_saturated": round(float((every.abs() > 0.995).float().mean()), 4),
             "counts": dict(counts)}
 
 
