@@ -31,15 +31,20 @@ from vlcam.adapters.vqa_base import (
     question_lengths,
     tile,
 )
-from vlcam.checkpoint import POSITIVE_INT, one_of, setting
+from vlcam.checkpoint import BOOL, POSITIVE_INT, one_of, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
+# How the question vector is made: the LSTM's states ("lstm", Antol et al.), or those plus
+# the mean of the question's word embeddings, projected on its own ("lstm+bow"; Antol et
+# al.'s "BoW Q" beside their LSTM Q): every word reaches the answer whatever the LSTM keeps.
+QUESTION_ENCODERS = ("lstm", "lstm+bow")
 
 
 @dataclass(frozen=True)
 class VQALSTMCNNConfig(VQAConfig):
-    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` came later: "avg" without it)."""
+    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` and `question` came later:
+    "avg" and "lstm" without them)."""
 
     KIND = KIND
 
@@ -48,6 +53,8 @@ class VQALSTMCNNConfig(VQAConfig):
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
     pool: str = setting(one_of(*IMAGE_POOLS), "avg")
+    question: str = setting(one_of(*QUESTION_ENCODERS), "lstm")
+    attention: bool = setting(BOOL, False)
 
 
 class VQALSTMCNN(VQAModel):
@@ -70,18 +77,29 @@ class VQALSTMCNN(VQAModel):
         image_size: int = 128,
         dropout: float = 0.5,
         pool: str = "avg",
+        question: str = "lstm",
+        attention: bool = False,
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
         if pool not in IMAGE_POOLS:
             raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
+        if question not in QUESTION_ENCODERS:
+            raise ValueError(f"question must be one of {list(QUESTION_ENCODERS)}, got {question!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
         self.question_proj = nn.Linear(4 * hidden_dim, common_dim)
+        self.question = question
+        if question == "lstm+bow":
+            self.bow_proj = nn.Linear(embed_dim, common_dim)
         self.image_proj = nn.Linear(POOL_WIDTH.get(pool, 1) * self.cnn.out_channels, common_dim)
+        self.attention = attention
+        if attention:
+            self.position_proj = nn.Linear(self.cnn.out_channels, common_dim)
+            self.attention_key = nn.Linear(common_dim, common_dim)
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(common_dim, mlp_dim), nn.Tanh(),
             nn.Dropout(dropout), nn.Linear(mlp_dim, mlp_dim), nn.Tanh(),
@@ -90,11 +108,19 @@ class VQALSTMCNN(VQAModel):
         self.config = {
             "kind": KIND, "backbone": backbone, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
             "common_dim": common_dim, "mlp_dim": mlp_dim, "image_size": image_size, "dropout": dropout,
-            "pool": pool, "vocab_size": len(vocab), "num_answers": len(self.answers),
+            "pool": pool, "question": question, "attention": attention, "vocab_size": len(vocab),
+            "num_answers": len(self.answers),
         }
 
     def encode_conv_map(self, conv_map: torch.Tensor) -> torch.Tensor:
-        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh."""
+        """Return the image vectors [B, common_dim]: pooled conv map, L2-normalised, linear, tanh
+        (with `attention`, [B, 1 + h*w, common_dim]: that vector, then each position's)."""
+        if self.attention:
+            positions = torch.tanh(self.position_proj(F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)))
+            return torch.cat([self.encode_pooled(conv_map)[:, None], positions], dim=1)
+        return self.encode_pooled(conv_map)
+
+    def encode_pooled(self, conv_map: torch.Tensor) -> torch.Tensor:
         if self.pool == PROJECTED_MAX:
             positions = F.normalize(conv_map.flatten(2).transpose(1, 2), dim=2)  # [B, h*w, C]
             return torch.tanh(self.image_proj(positions).amax(dim=1))
@@ -117,10 +143,23 @@ class VQALSTMCNN(VQAModel):
         packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, c) = self.lstm(packed)
         layers = [t for layer in range(h.shape[0]) for t in (h[layer], c[layer])]
-        return torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
+        vector = torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
+        if self.question == "lstm+bow":
+            # <pad> embeds to zero (padding_idx), so the sum over positions counts the words only.
+            mean = words.sum(dim=1) / lengths[:, None].to(words.dtype)
+            vector = vector + torch.tanh(self.bow_proj(mean))
+        return vector
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""
         question = tile(self.encode_question_vectors(questions), image_features.shape[0])
+        if self.attention:
+            image_features = self.attend(image_features, question)
         logits: torch.Tensor = self.classifier(image_features * question)
         return logits
+
+    def attend(self, features: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """Return the pooled vector plus the question-weighted mean of the position vectors."""
+        pooled, positions = features[:, 0], features[:, 1:]
+        scores = (positions * self.attention_key(question)[:, None]).sum(dim=2) / positions.shape[2] ** 0.5
+        return pooled + (torch.softmax(scores, dim=1)[:, :, None] * positions).sum(dim=1)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 import vlcam
 from vlcam.adapters.show_and_tell import ShowAndTell
+from vlcam.adapters.vqa_lstm_cnn import VQALSTMCNN
 from vlcam.data.wordmap import WordMap
 from vlcam.text import START
 
@@ -94,6 +95,8 @@ def _image_vectors(model: Any, world: Path, images: list[dict[str, Any]]) -> tor
     for start in range(0, len(images), _BATCH):
         x = model.preprocess([world / "images" / image["file_name"] for image in images[start:start + _BATCH]])
         vectors = model.image_vector(model.encode(x)) if isinstance(model, ShowAndTell) else model.encode_images(x)
+        if isinstance(model, VQALSTMCNN) and model.attention:  # the pooled vector, then the positions'
+            vectors = vectors[:, 0]
         out.append(vectors.amax(dim=1) if vectors.dim() == 3 else vectors)
     return torch.cat(out)
 

@@ -61,9 +61,9 @@ REQUIRED = {
                  "num_answers"],
 }
 OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1, "image_input": "first"},
-            "vqa_lstm_cnn": {"pool": "avg"}, "hiecoatt": {}}
+            "vqa_lstm_cnn": {"pool": "avg", "question": "lstm", "attention": False}, "hiecoatt": {}}
 CHOICES = {"pool": ("avg", "max", "avgmax", "projmax"), "image_norm": ("none", "batchnorm"),
-           "image_input": ("first", "every", "gated")}
+           "image_input": ("first", "every", "gated"), "question": ("lstm", "lstm+bow")}
 FILES = {kind: ["config.json", "vocab.json", "model.safetensors"] + (["answers.json"] if kind != "show_and_tell"
                                                                      else []) for kind in KINDS}
 # The shipped captioner at 128 x 128 runs several times faster on one thread than on two
@@ -76,6 +76,8 @@ def accepted(key: str, value: object) -> bool:
     """Whether config key `key` takes `value` (the oracle the schemas must agree with)."""
     if key in CHOICES:
         return value in CHOICES[key] and isinstance(value, str)
+    if key == "attention":
+        return isinstance(value, bool)
     if key == "backbone":
         return isinstance(value, str) and bool(value)
     if key == "dropout":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import vlcam
@@ -46,9 +47,15 @@ def _hie(seed: int = 0) -> HieCoAtt:
     return HieCoAtt(Vocabulary(WORDS), ANSWERS, image_size=64, **HIE_OPTIONS).eval()
 
 
-@pytest.fixture(scope="module", params=["lstm-cnn", "hiecoatt"])
+def _bow(seed: int = 0) -> VQALSTMCNN:
+    torch.manual_seed(seed)
+    return VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, question="lstm+bow",
+                      **LSTM_OPTIONS).eval()
+
+
+@pytest.fixture(scope="module", params=["lstm-cnn", "lstm-cnn+bow", "hiecoatt"])
 def model(request: pytest.FixtureRequest) -> nn.Module:
-    return _lstm() if request.param == "lstm-cnn" else _hie()
+    return {"lstm-cnn": _lstm, "lstm-cnn+bow": _bow, "hiecoatt": _hie}[request.param]()
 
 
 def _images(batch: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -129,6 +136,47 @@ def test_lstm_cnn_projected_max_normalises_and_projects_each_position_then_keeps
     torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
 
 
+def test_lstm_cnn_with_bow_adds_the_projected_mean_word_embedding_to_the_lstm_vector(tmp_path: Path) -> None:
+    m = _bow()
+    x = _images(2)
+    q = m.encode_questions(["what color is the ball?", "is there a star?"])  # the second is padded
+    with torch.no_grad():
+        expected = []
+        for row, length in zip(q, (5, 4)):
+            words = torch.tanh(m.word_embed(row[None, :length]))
+            _, (h, c) = m.lstm(words)
+            lstm = torch.tanh(m.question_proj(torch.cat([h[0], c[0], h[1], c[1]], dim=1)))
+            expected.append(lstm + torch.tanh(m.bow_proj(words.mean(dim=1))))
+        question = torch.cat(expected)
+        torch.testing.assert_close(m.encode_question_vectors(q), question)
+        torch.testing.assert_close(m(x, q), m.classifier(m.encode_images(x) * question))
+    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
+    assert loaded.config["question"] == "lstm+bow"
+    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
+
+
+def test_lstm_cnn_with_attention_adds_the_question_weighted_mean_of_the_positions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, attention=True, **LSTM_OPTIONS).eval()
+    x, q = _images(2), m.encode_questions(["what color is the ball?", "is there a star?"])
+    with torch.no_grad():
+        conv = m.cnn(x)
+        pooled = torch.tanh(m.image_proj(F.normalize(conv.mean(dim=(2, 3)), dim=1)))  # pool="avg"
+        positions = torch.tanh(m.position_proj(F.normalize(conv.flatten(2).transpose(1, 2), dim=2)))
+        question = m.encode_question_vectors(q)
+        read = []
+        for b in range(2):
+            scores = positions[b] @ m.attention_key(question[b]) / positions.shape[2] ** 0.5
+            read.append(pooled[b] + torch.softmax(scores, dim=0) @ positions[b])
+        expected = m.classifier(torch.stack(read) * question)
+        torch.testing.assert_close(m(x, q), expected)
+        # Broadcasting: copies of the images pair with copies of the questions.
+        torch.testing.assert_close(m(torch.cat([x, x]), q), expected.repeat(2, 1))
+    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
+    assert loaded.config["attention"] is True
+    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
+
+
 def _coattention_by_the_paper(att: ParallelCoAttention, Q: torch.Tensor, V: torch.Tensor) -> tuple:
     """One item, columns as in Lu et al.: Q is d x T, V is d x N."""
     W_b, W_v, W_q = att.w_b.weight, att.w_v.weight, att.w_q.weight
@@ -179,6 +227,8 @@ def test_bad_constructor_arguments_name_the_value() -> None:
         HieCoAtt(Vocabulary(WORDS), ANSWERS, hidden_dim=0)
     with pytest.raises(TypeError, match="Vocabulary"):
         VQALSTMCNN(WORDS, ANSWERS)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"question must be one of \['lstm', 'lstm\+bow'\], got 'bow'"):
+        VQALSTMCNN(Vocabulary(WORDS), ANSWERS, question="bow")
 
 
 # --- Checkpoints -----------------------------------------------------------------------------

@@ -196,6 +196,7 @@ def _is_number(value: Any) -> bool:
 POSITIVE_INT = Rule("a positive integer", lambda v: _is_int(v) and v >= 1)
 FRACTION = Rule("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1)
 NAME = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
+BOOL = Rule("true or false", lambda v: isinstance(v, bool))
 
 
 def one_of(*choices: str) -> Rule:

@@ -7,8 +7,16 @@ from typing import Any
 
 from vlcam.commands._options import finish, parent
 
-_VQA_OPTIONS = {"embed_dim": int, "hidden_dim": int, "common_dim": int, "mlp_dim": int,
-                "attention_dim": int, "dropout": float, "pool": str}
+
+def _true_or_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+_VQA_OPTIONS: dict[str, Any] = {"embed_dim": int, "hidden_dim": int, "common_dim": int, "mlp_dim": int,
+                                "attention_dim": int, "dropout": float, "pool": str, "question": str,
+                                "attention": _true_or_false}
 
 
 def add_commands(sub: Any) -> None:

@@ -242,6 +242,8 @@ def train_vqa(
                              **({"categories": category_head} if category_head else {})})
     optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
     state = resume(out, settings, trained, optimizer)
+    losses = _ExtraLosses(concepts, concept_weight, answer_ids, category_head, categories, concept_pool,
+                          spread_weight)
     mirror = _Mirror(vocab, answers, device) if augment else None
 
     def loader(items: Sequence[VQAItem], shuffle: bool, generator: torch.Generator | None = None) -> _Batches:
@@ -268,9 +270,7 @@ def train_vqa(
         shuffler = seed_epoch(seed, epoch)
         bar = tqdm(loader(train_items, shuffle=True, generator=shuffler), disable=not progress,
                    desc=f"epoch {epoch}/{epochs}", leave=False)
-        train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler,
-                                  (concepts, concept_weight, answer_ids, category_head, categories, concept_pool,
-                                   spread_weight))
+        train_loss = _train_epoch(net, optimizer, bar, train_items, device, epoch, mirror, shuffler, losses)
         accuracy = _accuracy(net, val_loader, val_items, device)
         state["epoch"] = epoch
         state["train_loss"].append(train_loss)
@@ -437,22 +437,31 @@ def _mirror_columns(answers: Sequence[str]) -> torch.Tensor:
     return torch.tensor([index.get(MIRRORED_WORDS.get(a, a), k) for k, a in enumerate(answers)])
 
 
-# What the epoch's extra losses need: the concept head, its weight, each training question's
-# answer id, the category head and the image categories, the head pooling, the spread weight.
-_LossSetup = tuple[Concepts | None, float, torch.Tensor, "nn.Linear | None", "Categories | None", str, float]
+@dataclass(frozen=True)
+class _ExtraLosses:
+    """What the epoch's auxiliary losses need (a weight of 0, or a head of None, turns one off)."""
+
+    concepts: Concepts | None
+    concept_weight: float
+    answer_ids: torch.Tensor  # each training question's answer column, -1 for none
+    category_head: nn.Linear | None
+    categories: Categories | None
+    concept_pool: str
+    spread_weight: float
 
 
 def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqdm, items: Sequence[VQAItem],
                  device: str, epoch: int, mirror: _Mirror | None, generator: torch.Generator,
-                 setup: _LossSetup) -> float:
+                 losses: _ExtraLosses) -> float:
     model.train()
-    concepts, concept_weight, all_answer_ids, category_head, categories, concept_pool, spread_weight = setup
+    concepts, concept_weight, concept_pool = losses.concepts, losses.concept_weight, losses.concept_pool
+    category_head, categories = losses.category_head, losses.categories
     total, count = 0.0, 0
     for images, questions, owner, indices in batches:
         images, questions, owner = images.to(device), questions.to(device), owner.to(device)
         # Targets per batch: a dense [questions, answers] table of all of VQA v2 would not fit.
         targets = soft_targets([items[i] for i in indices.tolist()], model.answers).to(device)
-        answer_ids = all_answer_ids[indices].to(device)
+        answer_ids = losses.answer_ids[indices].to(device)
         if mirror is not None:
             images, questions, targets, flipped = mirror(images, questions, owner, targets, generator)
             mirrored_ids = mirror.answers[answer_ids.clamp_min(0)]
@@ -473,8 +482,8 @@ def _train_epoch(model: VQAModel, optimizer: torch.optim.Optimizer, batches: tqd
                 present = categories.targets(image_ids).to(device)
                 extra = extra + concept_weight * category_loss(
                     head_logits(category_head, conv_map, pooled, concept_pool), present)
-        if spread_weight > 0:
-            extra = extra + spread_weight * spread_loss(conv_map)
+        if losses.spread_weight > 0:
+            extra = extra + losses.spread_weight * spread_loss(conv_map)
         logits = model.answer_logits(features[owner], questions)
         answer_loss = soft_target_loss(logits, targets)
         loss = answer_loss + extra
