@@ -35,16 +35,12 @@ from vlcam.checkpoint import BOOL, POSITIVE_INT, one_of, setting
 from vlcam.text import PAD, Vocabulary
 
 KIND = "vqa_lstm_cnn"
-# How the question vector is made: the LSTM's states ("lstm", Antol et al.), or those plus
-# the mean of the question's word embeddings, projected on its own ("lstm+bow"; Antol et
-# al.'s "BoW Q" beside their LSTM Q): every word reaches the answer whatever the LSTM keeps.
-QUESTION_ENCODERS = ("lstm", "lstm+bow")
 
 
 @dataclass(frozen=True)
 class VQALSTMCNNConfig(VQAConfig):
-    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` and `question` came later:
-    "avg" and "lstm" without them)."""
+    """The config.json of a :class:`VQALSTMCNN` checkpoint (`pool` and `attention` came later:
+    "avg" and false without them)."""
 
     KIND = KIND
 
@@ -53,7 +49,6 @@ class VQALSTMCNNConfig(VQAConfig):
     common_dim: int = setting(POSITIVE_INT)
     mlp_dim: int = setting(POSITIVE_INT)
     pool: str = setting(one_of(*IMAGE_POOLS), "avg")
-    question: str = setting(one_of(*QUESTION_ENCODERS), "lstm")
     attention: bool = setting(BOOL, False)
 
 
@@ -77,24 +72,18 @@ class VQALSTMCNN(VQAModel):
         image_size: int = 128,
         dropout: float = 0.5,
         pool: str = "avg",
-        question: str = "lstm",
         attention: bool = False,
     ) -> None:
         check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, common_dim=common_dim, mlp_dim=mlp_dim)
         check_dropout(dropout)
         if pool not in IMAGE_POOLS:
             raise ValueError(f"pool must be one of {list(IMAGE_POOLS)}, got {pool!r}")
-        if question not in QUESTION_ENCODERS:
-            raise ValueError(f"question must be one of {list(QUESTION_ENCODERS)}, got {question!r}")
         super().__init__(vocab, answers, build_backbone(backbone, pretrained=pretrained), image_size)
         self.pool = pool
         self.word_embed = nn.Embedding(len(vocab), embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=2, batch_first=True)
         # (h, c) of both layers: 4 * hidden_dim, as in Antol et al.'s 2048 = 4 * 512.
         self.question_proj = nn.Linear(4 * hidden_dim, common_dim)
-        self.question = question
-        if question == "lstm+bow":
-            self.bow_proj = nn.Linear(embed_dim, common_dim)
         self.image_proj = nn.Linear(POOL_WIDTH.get(pool, 1) * self.cnn.out_channels, common_dim)
         self.attention = attention
         if attention:
@@ -108,7 +97,7 @@ class VQALSTMCNN(VQAModel):
         self.config = {
             "kind": KIND, "backbone": backbone, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
             "common_dim": common_dim, "mlp_dim": mlp_dim, "image_size": image_size, "dropout": dropout,
-            "pool": pool, "question": question, "attention": attention, "vocab_size": len(vocab),
+            "pool": pool, "attention": attention, "vocab_size": len(vocab),
             "num_answers": len(self.answers),
         }
 
@@ -143,12 +132,7 @@ class VQALSTMCNN(VQAModel):
         packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, c) = self.lstm(packed)
         layers = [t for layer in range(h.shape[0]) for t in (h[layer], c[layer])]
-        vector = torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
-        if self.question == "lstm+bow":
-            # <pad> embeds to zero (padding_idx), so the sum over positions counts the words only.
-            mean = words.sum(dim=1) / lengths[:, None].to(words.dtype)
-            vector = vector + torch.tanh(self.bow_proj(mean))
-        return vector
+        return torch.tanh(self.question_proj(torch.cat(layers, dim=1)))
 
     def answer_logits(self, image_features: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
         """Return logits [B', A] from image vectors [B', common_dim] and word ids [B, L]."""

@@ -61,9 +61,9 @@ REQUIRED = {
                  "num_answers"],
 }
 OPTIONAL = {"show_and_tell": {"pool": "avg", "image_norm": "none", "lstm_layers": 1, "image_input": "first"},
-            "vqa_lstm_cnn": {"pool": "avg", "question": "lstm", "attention": False}, "hiecoatt": {}}
+            "vqa_lstm_cnn": {"pool": "avg", "attention": False}, "hiecoatt": {}}
 CHOICES = {"pool": ("avg", "max", "avgmax", "projmax"), "image_norm": ("none", "batchnorm"),
-           "image_input": ("first", "every", "gated"), "question": ("lstm", "lstm+bow")}
+           "image_input": ("first", "every", "gated")}
 FILES = {kind: ["config.json", "vocab.json", "model.safetensors"] + (["answers.json"] if kind != "show_and_tell"
                                                                      else []) for kind in KINDS}
 # The shipped captioner at 128 x 128 runs several times faster on one thread than on two

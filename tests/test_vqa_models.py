@@ -47,15 +47,14 @@ def _hie(seed: int = 0) -> HieCoAtt:
     return HieCoAtt(Vocabulary(WORDS), ANSWERS, image_size=64, **HIE_OPTIONS).eval()
 
 
-def _bow(seed: int = 0) -> VQALSTMCNN:
+def _attention(seed: int = 0) -> VQALSTMCNN:
     torch.manual_seed(seed)
-    return VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, question="lstm+bow",
-                      **LSTM_OPTIONS).eval()
+    return VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, attention=True, **LSTM_OPTIONS).eval()
 
 
-@pytest.fixture(scope="module", params=["lstm-cnn", "lstm-cnn+bow", "hiecoatt"])
+@pytest.fixture(scope="module", params=["lstm-cnn", "lstm-cnn+attention", "hiecoatt"])
 def model(request: pytest.FixtureRequest) -> nn.Module:
-    return {"lstm-cnn": _lstm, "lstm-cnn+bow": _bow, "hiecoatt": _hie}[request.param]()
+    return {"lstm-cnn": _lstm, "lstm-cnn+attention": _attention, "hiecoatt": _hie}[request.param]()
 
 
 def _images(batch: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -136,28 +135,8 @@ def test_lstm_cnn_projected_max_normalises_and_projects_each_position_then_keeps
     torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
 
 
-def test_lstm_cnn_with_bow_adds_the_projected_mean_word_embedding_to_the_lstm_vector(tmp_path: Path) -> None:
-    m = _bow()
-    x = _images(2)
-    q = m.encode_questions(["what color is the ball?", "is there a star?"])  # the second is padded
-    with torch.no_grad():
-        expected = []
-        for row, length in zip(q, (5, 4)):
-            words = torch.tanh(m.word_embed(row[None, :length]))
-            _, (h, c) = m.lstm(words)
-            lstm = torch.tanh(m.question_proj(torch.cat([h[0], c[0], h[1], c[1]], dim=1)))
-            expected.append(lstm + torch.tanh(m.bow_proj(words.mean(dim=1))))
-        question = torch.cat(expected)
-        torch.testing.assert_close(m.encode_question_vectors(q), question)
-        torch.testing.assert_close(m(x, q), m.classifier(m.encode_images(x) * question))
-    loaded = VQALSTMCNN.load(m.save(tmp_path / "ckpt"))
-    assert loaded.config["question"] == "lstm+bow"
-    torch.testing.assert_close(loaded(x, q), m(x, q), rtol=0, atol=0)
-
-
 def test_lstm_cnn_with_attention_adds_the_question_weighted_mean_of_the_positions(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    m = VQALSTMCNN(Vocabulary(WORDS), ANSWERS, "compact", image_size=64, attention=True, **LSTM_OPTIONS).eval()
+    m = _attention()
     x, q = _images(2), m.encode_questions(["what color is the ball?", "is there a star?"])
     with torch.no_grad():
         conv = m.cnn(x)
@@ -227,8 +206,6 @@ def test_bad_constructor_arguments_name_the_value() -> None:
         HieCoAtt(Vocabulary(WORDS), ANSWERS, hidden_dim=0)
     with pytest.raises(TypeError, match="Vocabulary"):
         VQALSTMCNN(WORDS, ANSWERS)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"question must be one of \['lstm', 'lstm\+bow'\], got 'bow'"):
-        VQALSTMCNN(Vocabulary(WORDS), ANSWERS, question="bow")
 
 
 # --- Checkpoints -----------------------------------------------------------------------------

@@ -15,8 +15,7 @@ def _true_or_false(text: str) -> bool:
 
 
 _VQA_OPTIONS: dict[str, Any] = {"embed_dim": int, "hidden_dim": int, "common_dim": int, "mlp_dim": int,
-                                "attention_dim": int, "dropout": float, "pool": str, "question": str,
-                                "attention": _true_or_false}
+                                "attention_dim": int, "dropout": float, "pool": str, "attention": _true_or_false}
 
 
 def add_commands(sub: Any) -> None:
